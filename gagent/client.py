@@ -1,0 +1,264 @@
+"""The trio client: a thin I/O shell around :class:`gagent.protocol.QGAConnection`.
+
+::
+
+    async with gagent.open_agent("/run/vm1.agent.sock") as agent:
+        info = await agent.info()
+
+    # or over a stream the caller owns (memory stream, serial port, ...):
+    async with gagent.open_agent_over(stream) as agent:
+        ...
+
+Timeouts belong to the caller (``with trio.fail_after(5): await agent.ping()``).
+A cancelled or timed-out command leaves the client *out of sync*; the next
+command resynchronises first (guest-sync-delimited with a fresh random id), so
+a late reply to the abandoned command is never taken for the next one's.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from .commands import AgentCommands
+from .errors import AgentUnavailable, ConnectionLost, ProtocolError, error_from_reply
+from .protocol import (
+    DEFAULT_MAX_REPLY_SIZE,
+    NEED_DATA,
+    NO_REPLY_COMMANDS,
+    Closed,
+    ErrorReply,
+    QGAConnection,
+    Reply,
+    SyncReply,
+)
+
+__all__ = ["Agent", "connect_unix", "open_agent", "open_agent_over"]
+
+_RECEIVE_SIZE = 256 * 1024
+#: How long a no-reply command (guest-shutdown, guest-suspend-*) waits for an
+#: error reply before silence counts as success.
+NO_REPLY_GRACE = 1.0
+
+
+class Agent(AgentCommands):
+    """One conversation with one guest agent over a :class:`trio.abc.Stream`.
+
+    Requests are serialised by a lock: QGA answers strictly in order and has
+    no request ids, so two commands in flight could not be told apart.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        max_reply_size: int = DEFAULT_MAX_REPLY_SIZE,
+        name: str | None = None,
+    ):
+        super().__init__()
+        self.stream = stream
+        self.name = name or "agent"
+        self._conn = QGAConnection(max_reply_size=max_reply_size)
+        self._lock = trio.Lock()
+        self._random = random.Random()
+
+    @property
+    def in_sync(self) -> bool:
+        """False after a timeout/cancellation/error until the next sync."""
+        return not self._conn.needs_sync
+
+    async def sync(self) -> None:
+        """Resynchronise the stream (guest-sync-delimited with a random id)."""
+        async with self._lock:
+            await self._sync_locked()
+
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        """Send one command and return its ``return`` value.
+
+        Raises :class:`~gagent.errors.AgentError` subclasses for error replies,
+        :class:`~gagent.errors.ConnectionLost` on EOF,
+        :class:`~gagent.errors.ProtocolError` on garbage.
+        """
+        if command in NO_REPLY_COMMANDS:
+            await self.execute_no_reply(command, arguments)
+            return None
+        async with self._lock:
+            if self._conn.needs_sync:
+                await self._sync_locked()
+            return await self._exchange(command, arguments)
+
+    async def execute_no_reply(
+        self,
+        command: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        grace: float = NO_REPLY_GRACE,
+    ) -> None:
+        """Send a command that answers only on failure (guest-shutdown, guest-suspend-*).
+
+        Success is silence for ``grace`` seconds, or the agent closing the
+        connection (the guest went down); an error reply raises.
+        """
+        async with self._lock:
+            if self._conn.needs_sync:
+                await self._sync_locked()
+            await self._send_request(command, arguments)
+            with trio.move_on_after(grace):
+                try:
+                    await self._await_reply(command, arguments)
+                except ConnectionLost:
+                    pass  # the guest went away: what shutdown/suspend is for
+                else:
+                    return  # an unexpected success reply is still success
+            self._conn.command_done_without_reply()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    # ------------------------------------------------------------------ internals
+
+    async def _sync_locked(self) -> None:
+        sync_id = self._random.randrange(1, 2**31)
+        try:
+            await self._send(self._conn.send_sync(sync_id), "guest-sync-delimited")
+            while True:
+                event = await self._next_event("guest-sync-delimited")
+                if isinstance(event, SyncReply):
+                    break
+        except BaseException:
+            self._conn.abandon()
+            raise
+        if self._conn.needs_sync:
+            # Data followed the sync reply: sync once more to flush it.
+            await self._sync_locked()
+
+    async def _exchange(self, command: str, arguments: dict[str, Any] | None) -> Any:
+        await self._send_request(command, arguments)
+        return await self._await_reply(command, arguments)
+
+    async def _send_request(self, command: str, arguments: dict[str, Any] | None) -> None:
+        data = self._conn.send_command(command, arguments)
+        try:
+            await self._send(data, command)
+        except BaseException:
+            self._conn.abandon()
+            raise
+
+    async def _await_reply(self, command: str, arguments: dict[str, Any] | None) -> Any:
+        try:
+            event = await self._next_event(command)
+        except BaseException:
+            # Cancelled, timed out, or broken: whatever reply is still coming
+            # must not be read as the next command's.
+            self._conn.abandon()
+            raise
+        if isinstance(event, Reply):
+            return event.value
+        if isinstance(event, ErrorReply):
+            raise error_from_reply(command, event.error, arguments=arguments)
+        self._conn.abandon()
+        raise ProtocolError(f"unexpected {event!r} in reply to {command}", command=command)
+
+    async def _send(self, data: bytes, command: str) -> None:
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ConnectionLost(
+                f"{self.name}: could not send {command}: {exc}", command=command
+            ) from exc
+
+    async def _next_event(self, command: str) -> Reply | ErrorReply | SyncReply:
+        conn = self._conn
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                try:
+                    data = await self.stream.receive_some(_RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    raise ConnectionLost(
+                        f"{self.name}: connection lost waiting for the reply to {command}: {exc}",
+                        command=command,
+                    ) from exc
+                conn.receive_data(data)
+                continue
+            if isinstance(event, Closed):
+                raise ConnectionLost(
+                    f"{self.name}: the agent closed the connection before answering {command}",
+                    command=command,
+                )
+            return event  # type: ignore[return-value]
+
+
+async def connect_unix(path: str | os.PathLike[str]) -> trio.SocketStream:
+    """Connect to a unix socket, turning OS errors into an :class:`AgentUnavailable`
+    that says what to do."""
+    path = os.fspath(path)
+    try:
+        return await trio.open_unix_socket(path)
+    except FileNotFoundError:
+        raise AgentUnavailable(
+            f"no agent socket at {path}",
+            path=path,
+            hint="is the domain running with a gagent channel? see 'gagent channel list'",
+        ) from None
+    except ConnectionRefusedError:
+        raise AgentUnavailable(
+            f"nothing is listening on {path}",
+            path=path,
+            hint="the socket is stale: the VM (or qemu-ga in listen mode) is not running",
+        ) from None
+    except PermissionError:
+        raise AgentUnavailable(
+            f"permission denied on {path}",
+            path=path,
+            hint="run as root or as the QEMU user that owns the socket",
+        ) from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSOCK, errno.EINVAL):
+            raise AgentUnavailable(f"{path} is not a unix socket", path=path) from None
+        raise AgentUnavailable(
+            f"cannot connect to {path}: {exc.strerror or exc}", path=path
+        ) from None
+
+
+@asynccontextmanager
+async def open_agent(
+    path: str | os.PathLike[str],
+    *,
+    sync: bool = True,
+    max_reply_size: int = DEFAULT_MAX_REPLY_SIZE,
+) -> AsyncIterator[Agent]:
+    """Connect to an agent's unix socket, sync, and close it on exit.
+
+    A channel serves one client at a time, so the socket is released as soon
+    as the block ends, also on error or cancellation.
+    """
+    stream = await connect_unix(path)
+    agent = Agent(stream, max_reply_size=max_reply_size, name=os.fspath(path))
+    try:
+        if sync:
+            await agent.sync()
+        yield agent
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+@asynccontextmanager
+async def open_agent_over(
+    stream: trio.abc.Stream,
+    *,
+    sync: bool = True,
+    max_reply_size: int = DEFAULT_MAX_REPLY_SIZE,
+    name: str | None = None,
+) -> AsyncIterator[Agent]:
+    """Use a stream the caller owns (and closes): memory streams, serial ports..."""
+    agent = Agent(stream, max_reply_size=max_reply_size, name=name)
+    if sync:
+        await agent.sync()
+    yield agent

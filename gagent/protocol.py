@@ -1,0 +1,338 @@
+"""Sans-IO codec for the QEMU guest agent (QGA) protocol.
+
+No I/O and no trio here: bytes go in with :meth:`QGAConnection.receive_data`,
+events come out of :meth:`QGAConnection.next_event`, and the bytes to write
+come back from :meth:`QGAConnection.send_command` / :meth:`send_sync`.
+
+The wire format, as qemu-ga speaks it:
+
+* requests are JSON objects ``{"execute": NAME, "arguments": {...}}``; qemu-ga
+  parses a stream of JSON values, so no separator is needed, but we end each
+  with ``\\n`` like every other client;
+* replies are one JSON object per line: ``{"return": VALUE}`` or
+  ``{"error": {"class": ..., "desc": ...}}``;
+* a 0xFF byte sent by the client resets qemu-ga's JSON parser (qemu-ga 7.2
+  also answers it with a "stray" parse-error line);
+* ``guest-sync-delimited`` makes the agent write 0xFF right before its reply,
+  so a client can throw away everything that came before: stale replies to
+  cancelled commands, half lines, that parse-error line.
+
+Requests are strictly serial: one in flight at a time.  After anything that
+can leave bytes in flight (an error reply, extra data after a reply, a reply
+too large) the connection reports :attr:`QGAConnection.needs_sync` and the
+caller must sync before the next command.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .errors import ConnectionLost, ProtocolError, ReplyTooLarge, UsageError
+
+__all__ = [
+    "DEFAULT_MAX_REPLY_SIZE",
+    "NEED_DATA",
+    "NO_REPLY_COMMANDS",
+    "SENTINEL",
+    "Closed",
+    "ErrorReply",
+    "Event",
+    "QGAConnection",
+    "Reply",
+    "State",
+    "SyncReply",
+    "encode_command",
+]
+
+SENTINEL: Final = b"\xff"
+
+#: Bound on one reply line.  qemu-ga answers guest-file-read of its largest
+#: count (48 MiB) with ~64 MiB of base64; 16 MiB is ample for everything else
+#: and keeps a confused peer from eating the host's memory.
+DEFAULT_MAX_REPLY_SIZE: Final = 16 * 1024 * 1024
+
+#: Commands qemu-ga answers only on failure (``success-response: false``).
+NO_REPLY_COMMANDS: Final = frozenset(
+    {"guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """``{"return": value}`` for the command in flight."""
+
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """``{"error": error}`` for the command in flight (``error`` is the raw object)."""
+
+    error: Any
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReply:
+    """The delimited reply carrying our sync id: the stream is clean from here."""
+
+    sync_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The peer closed its end (EOF)."""
+
+
+Event = Reply | ErrorReply | SyncReply | Closed
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+#: Returned by :meth:`QGAConnection.next_event` when more bytes are needed.
+NEED_DATA: Final = _NeedData()
+
+
+class State(enum.Enum):
+    IDLE = "idle"  # nothing in flight
+    AWAIT_REPLY = "await-reply"  # a command was sent, its reply line is awaited
+    AWAIT_SYNC = "await-sync"  # discarding until 0xFF, then the sync reply
+    CLOSED = "closed"
+
+
+_SYNC_LINE_LIMIT: Final = 4096
+
+
+def encode_command(name: str, arguments: dict[str, Any] | None = None) -> bytes:
+    """The bytes of one request (no state, usable by any transport)."""
+    if not isinstance(name, str) or not name:
+        raise UsageError(f"command name must be a non-empty string, not {name!r}")
+    message: dict[str, Any] = {"execute": name}
+    if arguments is not None:
+        if not isinstance(arguments, dict):
+            raise UsageError(
+                f"arguments of {name} must be a JSON object, not {type(arguments).__name__}"
+            )
+        message["arguments"] = arguments
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+class QGAConnection:
+    """State machine of one client conversation with one agent."""
+
+    def __init__(self, *, max_reply_size: int = DEFAULT_MAX_REPLY_SIZE):
+        if max_reply_size <= 0:
+            raise UsageError("max_reply_size must be positive")
+        self.max_reply_size = max_reply_size
+        self.state = State.IDLE
+        #: True until a sync has succeeded, and again after anything that may
+        #: leave an unread reply in the stream.
+        self.needs_sync = True
+        self.command: str | None = None
+        self._sync_id: int | None = None
+        self._buffer = bytearray()
+        self._scan_from = 0  # where the newline search resumes (keeps big replies O(n))
+        self._seen_sentinel = False
+        self._eof = False
+        self.stale_replies_dropped = 0
+
+    # ------------------------------------------------------------------ sending
+
+    def send_command(self, name: str, arguments: dict[str, Any] | None = None) -> bytes:
+        """Start a command; returns the bytes to write."""
+        self._require_idle(name)
+        if self._buffer:
+            # Bytes nobody asked for are pending: they belong to an earlier
+            # exchange, and the reply we would read next could be theirs.
+            self.needs_sync = True
+            raise ProtocolError(
+                "unread data from an earlier exchange is pending; sync first",
+                data=bytes(self._buffer),
+                command=name,
+            )
+        data = encode_command(name, arguments)
+        self.command = name
+        self.state = State.AWAIT_REPLY
+        return data
+
+    def send_sync(self, sync_id: int) -> bytes:
+        """Start a ``guest-sync-delimited``; returns the bytes to write.
+
+        The leading 0xFF resets the agent's parser in case a half request of
+        ours is stuck in it.
+        """
+        if self.state is State.CLOSED:
+            raise ConnectionLost("connection closed by the agent", command="guest-sync-delimited")
+        if not isinstance(sync_id, int) or isinstance(sync_id, bool):
+            raise UsageError("sync id must be an int")
+        # A sync may interrupt anything: what was in flight is abandoned.
+        self.state = State.AWAIT_SYNC
+        self.command = "guest-sync-delimited"
+        self._sync_id = sync_id
+        self._seen_sentinel = False
+        self.needs_sync = True
+        pending = bytes(self._buffer)
+        self._clear_buffer()
+        if pending:
+            self.receive_data(pending)
+        return SENTINEL + encode_command("guest-sync-delimited", {"id": sync_id})
+
+    def command_done_without_reply(self) -> None:
+        """Close a no-reply command (guest-shutdown, guest-suspend-*) that got none.
+
+        The agent may still speak later (or have gone away), so sync next time.
+        """
+        if self.state is State.AWAIT_REPLY:
+            self.state = State.IDLE
+            self.command = None
+            self.needs_sync = True
+
+    def abandon(self) -> None:
+        """The caller gave up on what was in flight (timeout, cancellation)."""
+        if self.state is not State.CLOSED:
+            self.state = State.IDLE
+            self.command = None
+            self.needs_sync = True
+            self._clear_buffer()
+
+    # ---------------------------------------------------------------- receiving
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from the peer; ``b""`` means EOF."""
+        if not data:
+            self._eof = True
+            return
+        if self.state is State.AWAIT_SYNC and not self._seen_sentinel:
+            # Discard eagerly so a flood of stale bytes costs no memory.
+            index = data.rfind(SENTINEL)
+            if index < 0:
+                return
+            self._seen_sentinel = True
+            self._clear_buffer()
+            data = data[index + 1 :]
+        self._buffer += data
+
+    def next_event(self) -> Event | _NeedData:
+        """The next event, or :data:`NEED_DATA`.  Raises ProtocolError on garbage."""
+        if self.state is State.CLOSED:
+            return Closed()
+        if self.state is State.IDLE:
+            return self._closed_or_need()
+        if self.state is State.AWAIT_SYNC:
+            return self._next_sync_event()
+        return self._next_reply_event()
+
+    # ---------------------------------------------------------------- internals
+
+    def _require_idle(self, name: str) -> None:
+        if self.state is State.CLOSED:
+            raise ConnectionLost("connection closed by the agent", command=name)
+        if self.state is not State.IDLE:
+            raise UsageError(
+                f"cannot send {name}: {self.command} is still in flight (QGA is strictly serial)"
+            )
+
+    def _closed_or_need(self) -> Closed | _NeedData:
+        if self._eof:
+            self.state = State.CLOSED
+            return Closed()
+        return NEED_DATA
+
+    def _clear_buffer(self) -> None:
+        self._buffer.clear()
+        self._scan_from = 0
+
+    def _take_line(self, limit: int) -> bytes | None:
+        """The next complete line, or None; raises ReplyTooLarge past ``limit``."""
+        newline = self._buffer.find(b"\n", self._scan_from)
+        if newline < 0:
+            self._scan_from = len(self._buffer)
+            if len(self._buffer) > limit:
+                command = self.command
+                # The rest of the oversized reply is still coming: only a
+                # sync (which skips to the next 0xFF) can get past it.
+                self.state = State.IDLE
+                self.command = None
+                self.needs_sync = True
+                self._clear_buffer()
+                raise ReplyTooLarge(limit, command=command)
+            return None
+        line = bytes(self._buffer[:newline])
+        del self._buffer[: newline + 1]
+        self._scan_from = 0
+        return line
+
+    def _next_sync_event(self) -> Event | _NeedData:
+        while True:
+            if not self._seen_sentinel:
+                return self._closed_or_need_in_flight()
+            line = self._take_line(_SYNC_LINE_LIMIT)
+            if line is None:
+                return self._closed_or_need_in_flight()
+            if not line.strip():
+                continue
+            value = _parse_object(line, "guest-sync-delimited")
+            if value.get("return") == self._sync_id:
+                self.state = State.IDLE
+                self.command = None
+                # Bytes after the sync reply were not asked for.
+                self.needs_sync = bool(self._buffer)
+                return SyncReply(self._sync_id)  # type: ignore[arg-type]
+            # A reply to an earlier sync (or anything else): stale, keep looking
+            # for the next sentinel.
+            self.stale_replies_dropped += 1
+            self._seen_sentinel = False
+            rest = bytes(self._buffer)
+            self._clear_buffer()
+            if rest:
+                self.receive_data(rest)
+
+    def _next_reply_event(self) -> Event | _NeedData:
+        while True:
+            line = self._take_line(self.max_reply_size)
+            if line is None:
+                return self._closed_or_need_in_flight()
+            if not line.strip():
+                continue
+            command = self.command
+            value = _parse_object(line, command)
+            self.state = State.IDLE
+            self.command = None
+            if "return" in value:
+                # Extra bytes already here were not asked for: resync next time.
+                self.needs_sync = bool(self._buffer)
+                return Reply(value["return"])
+            if "error" in value:
+                # Some failures (a request over qemu-ga's token limit) produce
+                # more than one error reply: sync before trusting the stream.
+                self.needs_sync = True
+                return ErrorReply(value["error"])
+            self.needs_sync = True
+            raise ProtocolError(
+                f"reply to {command} has neither 'return' nor 'error'", data=line, command=command
+            )
+
+    def _closed_or_need_in_flight(self) -> Closed | _NeedData:
+        if self._eof:
+            self.state = State.CLOSED
+            return Closed()
+        return NEED_DATA
+
+
+def _parse_object(line: bytes, command: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except ValueError as exc:
+        raise ProtocolError(
+            f"reply to {command} is not JSON ({exc.__class__.__name__}: {exc})",
+            data=line,
+            command=command,
+        ) from None
+    if not isinstance(value, dict):
+        raise ProtocolError(f"reply to {command} is not a JSON object", data=line, command=command)
+    return value

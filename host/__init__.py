@@ -1,0 +1,1 @@
+"""Host side: libvirt connection, channel XML, inventory, snapshots, migration checks."""
