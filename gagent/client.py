@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -45,6 +46,9 @@ _RECEIVE_SIZE = 256 * 1024
 #: How long a no-reply command (guest-shutdown, guest-suspend-*) waits for an
 #: error reply before silence counts as success.
 NO_REPLY_GRACE = 1.0
+#: Syncs in a row that may be followed by unrequested data before giving up
+#: (a peer that never stops talking must not make us loop forever).
+_SYNC_ATTEMPTS = 3
 
 
 class Agent(AgentCommands):
@@ -67,6 +71,11 @@ class Agent(AgentCommands):
         self._conn = QGAConnection(max_reply_size=max_reply_size)
         self._lock = trio.Lock()
         self._random = random.Random()
+
+    @property
+    def max_reply_size(self) -> int:
+        """The bound on one reply's size, in bytes."""
+        return self._conn.max_reply_size
 
     @property
     def in_sync(self) -> bool:
@@ -124,19 +133,24 @@ class Agent(AgentCommands):
     # ------------------------------------------------------------------ internals
 
     async def _sync_locked(self) -> None:
-        sync_id = self._random.randrange(1, 2**31)
-        try:
-            await self._send(self._conn.send_sync(sync_id), "guest-sync-delimited")
-            while True:
-                event = await self._next_event("guest-sync-delimited")
-                if isinstance(event, SyncReply):
-                    break
-        except BaseException:
-            self._conn.abandon()
-            raise
-        if self._conn.needs_sync:
+        for _ in range(_SYNC_ATTEMPTS):
+            sync_id = self._random.randrange(1, 2**31)
+            try:
+                await self._send(self._conn.send_sync(sync_id), "guest-sync-delimited")
+                while True:
+                    event = await self._next_event("guest-sync-delimited")
+                    if isinstance(event, SyncReply):
+                        break
+            except BaseException:
+                self._conn.abandon()
+                raise
+            if not self._conn.needs_sync:
+                return
             # Data followed the sync reply: sync once more to flush it.
-            await self._sync_locked()
+        raise ProtocolError(
+            f"{self.name}: the agent keeps sending unrequested data after each sync reply",
+            command="guest-sync-delimited",
+        )
 
     async def _exchange(self, command: str, arguments: dict[str, Any] | None) -> Any:
         await self._send_request(command, arguments)
@@ -208,6 +222,9 @@ async def connect_unix(path: str | os.PathLike[str]) -> trio.SocketStream:
             hint="is the domain running with a gagent channel? see 'gagent channel list'",
         ) from None
     except ConnectionRefusedError:
+        # Linux also answers ECONNREFUSED for a path that is not a socket.
+        if not _is_socket(path):
+            raise _not_a_socket(path) from None
         raise AgentUnavailable(
             f"nothing is listening on {path}",
             path=path,
@@ -220,11 +237,28 @@ async def connect_unix(path: str | os.PathLike[str]) -> trio.SocketStream:
             hint="run as root or as the QEMU user that owns the socket",
         ) from None
     except OSError as exc:
-        if exc.errno in (errno.ENOTSOCK, errno.EINVAL):
-            raise AgentUnavailable(f"{path} is not a unix socket", path=path) from None
+        if exc.errno in (errno.ENOTSOCK, errno.EINVAL, errno.ENOTDIR):
+            raise _not_a_socket(path) from None
         raise AgentUnavailable(
-            f"cannot connect to {path}: {exc.strerror or exc}", path=path
+            f"cannot connect to {path}: {exc.strerror or exc}",
+            path=path,
+            hint="check the path (unix socket paths are limited to 107 bytes)",
         ) from None
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _not_a_socket(path: str) -> AgentUnavailable:
+    return AgentUnavailable(
+        f"{path} is not a unix socket",
+        path=path,
+        hint="give the path of the agent channel's socket, see 'gagent channel list'",
+    )
 
 
 @asynccontextmanager

@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from .errors import ConnectionLost, ProtocolError, ReplyTooLarge, UsageError
 
@@ -119,7 +119,12 @@ def encode_command(name: str, arguments: dict[str, Any] | None = None) -> bytes:
                 f"arguments of {name} must be a JSON object, not {type(arguments).__name__}"
             )
         message["arguments"] = arguments
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+    try:
+        # allow_nan=False: NaN/Infinity are not JSON and qemu-ga rejects them.
+        text = json.dumps(message, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"arguments of {name} are not JSON-serialisable: {exc}") from None
+    return text.encode() + b"\n"
 
 
 class QGAConnection:
@@ -139,6 +144,7 @@ class QGAConnection:
         self._scan_from = 0  # where the newline search resumes (keeps big replies O(n))
         self._seen_sentinel = False
         self._eof = False
+        #: Complete delimited lines (0xFF + line) that were not our sync reply.
         self.stale_replies_dropped = 0
 
     # ------------------------------------------------------------------ sending
@@ -207,9 +213,16 @@ class QGAConnection:
         if not data:
             self._eof = True
             return
+        if self.state is State.IDLE:
+            # Nobody asked: whatever this is, the next command must not take
+            # it for its reply (same verdict as when it shares a chunk with
+            # the reply before it).
+            self.needs_sync = True
         if self.state is State.AWAIT_SYNC and not self._seen_sentinel:
-            # Discard eagerly so a flood of stale bytes costs no memory.
-            index = data.rfind(SENTINEL)
+            # Discard eagerly so a flood of stale bytes costs no memory.  The
+            # *first* sentinel counts: what follows it is checked line by line
+            # (a later sentinel in the same chunk may follow our own reply).
+            index = data.find(SENTINEL)
             if index < 0:
                 return
             self._seen_sentinel = True
@@ -247,42 +260,82 @@ class QGAConnection:
         self._buffer.clear()
         self._scan_from = 0
 
-    def _take_line(self, limit: int) -> bytes | None:
-        """The next complete line, or None; raises ReplyTooLarge past ``limit``."""
+    def _take_line(self) -> bytes | None:
+        """The next complete reply line, or None.
+
+        Raises ReplyTooLarge when the line is longer than ``max_reply_size``,
+        whether it arrived in one piece or not (the verdict must not depend on
+        how the bytes were chunked).
+        """
+        limit = self.max_reply_size
         newline = self._buffer.find(b"\n", self._scan_from)
         if newline < 0:
             self._scan_from = len(self._buffer)
             if len(self._buffer) > limit:
-                command = self.command
-                # The rest of the oversized reply is still coming: only a
-                # sync (which skips to the next 0xFF) can get past it.
-                self.state = State.IDLE
-                self.command = None
-                self.needs_sync = True
-                self._clear_buffer()
-                raise ReplyTooLarge(limit, command=command)
+                self._too_large()
             return None
+        if newline > limit:
+            self._too_large()
         line = bytes(self._buffer[:newline])
         del self._buffer[: newline + 1]
         self._scan_from = 0
         return line
 
+    def _too_large(self) -> NoReturn:
+        command = self.command
+        # The rest of the oversized reply may still be coming: only a sync
+        # (which skips to the next 0xFF) can get past it.
+        self._fail()
+        self._clear_buffer()
+        raise ReplyTooLarge(self.max_reply_size, command=command)
+
+    def _fail(self) -> None:
+        """What was in flight is over, and the stream cannot be trusted."""
+        self.state = State.IDLE
+        self.command = None
+        self.needs_sync = True
+
     def _next_sync_event(self) -> Event | _NeedData:
+        """Skip everything but a ``0xFF`` + one line without 0xFF carrying our id.
+
+        Nothing here raises: whatever is not our reply (stale sync replies,
+        half lines, noise, even a stray 0xFF) is dropped, so a sync always
+        gets through whatever an earlier exchange left in the stream.
+        """
         while True:
             if not self._seen_sentinel:
                 return self._closed_or_need_in_flight()
-            line = self._take_line(_SYNC_LINE_LIMIT)
-            if line is None:
+            buffer = self._buffer
+            newline = buffer.find(b"\n", self._scan_from)
+            end = len(buffer) if newline < 0 else newline
+            # A later sentinel supersedes an earlier one (which was noise, or
+            # the start of a reply that never ended).
+            last = buffer.rfind(SENTINEL, 0, end)
+            if last >= 0:
+                del buffer[: last + 1]
+                self._scan_from = 0
+                continue
+            if newline < 0:
+                self._scan_from = len(buffer)
+                if len(buffer) > _SYNC_LINE_LIMIT:
+                    # Too long for a sync reply: not one.  Wait for the next
+                    # sentinel (there is none in the buffer).
+                    self._seen_sentinel = False
+                    self._clear_buffer()
                 return self._closed_or_need_in_flight()
+            line = bytes(buffer[:newline])
+            del buffer[: newline + 1]
+            self._scan_from = 0
             if not line.strip():
                 continue
-            value = _parse_object(line, "guest-sync-delimited")
-            if value.get("return") == self._sync_id:
+            value = _loads_or_none(line)
+            reply_id = value.get("return") if isinstance(value, dict) else None
+            if type(reply_id) is int and reply_id == self._sync_id:
                 self.state = State.IDLE
                 self.command = None
                 # Bytes after the sync reply were not asked for.
                 self.needs_sync = bool(self._buffer)
-                return SyncReply(self._sync_id)  # type: ignore[arg-type]
+                return SyncReply(reply_id)
             # A reply to an earlier sync (or anything else): stale, keep looking
             # for the next sentinel.
             self.stale_replies_dropped += 1
@@ -294,15 +347,14 @@ class QGAConnection:
 
     def _next_reply_event(self) -> Event | _NeedData:
         while True:
-            line = self._take_line(self.max_reply_size)
+            line = self._take_line()
             if line is None:
                 return self._closed_or_need_in_flight()
             if not line.strip():
                 continue
             command = self.command
+            self._fail()
             value = _parse_object(line, command)
-            self.state = State.IDLE
-            self.command = None
             if "return" in value:
                 # Extra bytes already here were not asked for: resync next time.
                 self.needs_sync = bool(self._buffer)
@@ -310,9 +362,7 @@ class QGAConnection:
             if "error" in value:
                 # Some failures (a request over qemu-ga's token limit) produce
                 # more than one error reply: sync before trusting the stream.
-                self.needs_sync = True
                 return ErrorReply(value["error"])
-            self.needs_sync = True
             raise ProtocolError(
                 f"reply to {command} has neither 'return' nor 'error'", data=line, command=command
             )
@@ -324,10 +374,22 @@ class QGAConnection:
         return NEED_DATA
 
 
+def _loads_or_none(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+
+
 def _parse_object(line: bytes, command: str | None) -> dict[str, Any]:
     try:
         value = json.loads(line)
-    except ValueError as exc:
+    except RecursionError:
+        # json gives up on deep nesting with RecursionError, not ValueError.
+        raise ProtocolError(
+            f"reply to {command} is nested too deeply", data=line, command=command
+        ) from None
+    except ValueError as exc:  # includes UnicodeDecodeError
         raise ProtocolError(
             f"reply to {command} is not JSON ({exc.__class__.__name__}: {exc})",
             data=line,
