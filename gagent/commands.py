@@ -12,14 +12,45 @@ Two guards run before a command is sent:
   :class:`~gagent.errors.CommandUnavailable` instead of reaching the agent;
 * freeze: while this client holds a freeze, only the commands qemu-ga still
   serves are sent; others raise :class:`~gagent.errors.FrozenStateViolation`.
+
+Every wrapper goes through :meth:`AgentCommands.call`.  Arguments are checked
+here (a bad one raises :class:`~gagent.errors.UsageError` before anything is
+sent), and base64 is handled here: file data, exec input and output, passwords
+are plain ``bytes``/``str`` for the caller.
+
+The freeze state (:attr:`AgentCommands.frozen`) follows fsfreeze_freeze,
+fsfreeze_thaw and fsfreeze_status; each of them also forgets the cached
+guest-info, since a freeze changes which commands the agent reports enabled.
 """
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import types as t
-from .errors import CommandUnavailable, FrozenStateViolation
+from .errors import AgentError, CommandUnavailable, FrozenStateViolation, UsageError
+from .fs_types import (
+    DiskInfo,
+    DiskStatsInfo,
+    FileRead,
+    FileSeek,
+    FilesystemInfo,
+    FileWrite,
+    FsfreezeStatus,
+    FstrimResult,
+    SeekWhence,
+)
+from .hw_types import (
+    CpuStats,
+    DeviceInfo,
+    MemoryBlock,
+    MemoryBlockInfo,
+    MemoryBlockResult,
+    NetworkInterface,
+    VCpu,
+)
 
 __all__ = ["ALLOWED_WHILE_FROZEN", "AgentCommands"]
 
@@ -47,6 +78,9 @@ class AgentCommands:
         self._info: t.AgentInfo | None = None
         #: True while a freeze made through this client is believed in force.
         self.frozen = False
+
+    #: The transport's bound on one reply in bytes (None: the transport has none).
+    max_reply_size: int | None = None
 
     async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
         raise NotImplementedError
@@ -94,3 +128,290 @@ class AgentCommands:
     async def info(self) -> t.AgentInfo:
         self._info = t.AgentInfo.from_json(await self.call("guest-info"))
         return self._info
+
+    # ------------------------------------------------------------------- system
+
+    async def osinfo(self) -> t.OSInfo:
+        return t.OSInfo.from_json(await self.call("guest-get-osinfo"))
+
+    async def host_name(self) -> str:
+        return t.parse_host_name(await self.call("guest-get-host-name"))
+
+    async def users(self) -> list[t.GuestUser]:
+        return t.list_of(t.GuestUser, await self.call("guest-get-users"), "guest-get-users")
+
+    async def timezone(self) -> t.Timezone:
+        return t.Timezone.from_json(await self.call("guest-get-timezone"))
+
+    async def time(self) -> int:
+        """The guest's clock, in nanoseconds since the epoch (UTC)."""
+        return t.expect_int(await self.call("guest-get-time"), "guest-get-time")
+
+    async def set_time(self, time_ns: int | None = None) -> None:
+        """Set the guest's clock to ``time_ns`` (ns since the epoch), or, with None,
+        from its hardware clock (RTC): useful after a pause or a restore."""
+        arguments = None if time_ns is None else {"time": _int(time_ns, "time_ns")}
+        await self.call("guest-set-time", arguments)
+
+    # ----------------------------------------------------------------- hardware
+
+    async def network_interfaces(self) -> list[NetworkInterface]:
+        value = await self.call("guest-network-get-interfaces")
+        return t.list_of(NetworkInterface, value, "guest-network-get-interfaces")
+
+    async def vcpus(self) -> list[VCpu]:
+        return t.list_of(VCpu, await self.call("guest-get-vcpus"), "guest-get-vcpus")
+
+    async def set_vcpus(self, vcpus: Iterable[VCpu]) -> int:
+        """Online/offline vCPUs; returns how many of the requests (in order) succeeded."""
+        arguments = {"vcpus": [_of(VCpu, v, "vcpus").to_json() for v in vcpus]}
+        return t.expect_int(await self.call("guest-set-vcpus", arguments), "guest-set-vcpus")
+
+    async def memory_blocks(self) -> list[MemoryBlock]:
+        value = await self.call("guest-get-memory-blocks")
+        return t.list_of(MemoryBlock, value, "guest-get-memory-blocks")
+
+    async def set_memory_blocks(self, blocks: Iterable[MemoryBlock]) -> list[MemoryBlockResult]:
+        """Online/offline memory blocks; one result per request."""
+        arguments = {"mem-blks": [_of(MemoryBlock, b, "blocks").to_json() for b in blocks]}
+        value = await self.call("guest-set-memory-blocks", arguments)
+        return t.list_of(MemoryBlockResult, value or [], "guest-set-memory-blocks")
+
+    async def memory_block_info(self) -> MemoryBlockInfo:
+        return MemoryBlockInfo.from_json(await self.call("guest-get-memory-block-info"))
+
+    async def cpustats(self) -> list[CpuStats]:
+        return t.list_of(CpuStats, await self.call("guest-get-cpustats"), "guest-get-cpustats")
+
+    async def devices(self) -> list[DeviceInfo]:
+        """Device drivers (qemu-ga implements this for Windows guests only)."""
+        return t.list_of(DeviceInfo, await self.call("guest-get-devices"), "guest-get-devices")
+
+    # -------------------------------------------------------------- filesystems
+
+    async def fsinfo(self) -> list[FilesystemInfo]:
+        return t.list_of(FilesystemInfo, await self.call("guest-get-fsinfo"), "guest-get-fsinfo")
+
+    async def disks(self) -> list[DiskInfo]:
+        return t.list_of(DiskInfo, await self.call("guest-get-disks"), "guest-get-disks")
+
+    async def diskstats(self) -> list[DiskStatsInfo]:
+        value = await self.call("guest-get-diskstats")
+        return t.list_of(DiskStatsInfo, value, "guest-get-diskstats")
+
+    async def fstrim(self, minimum: int | None = None) -> list[FstrimResult]:
+        """Discard unused blocks; ``minimum`` is the smallest free range worth it (bytes)."""
+        arguments = None if minimum is None else {"minimum": _int(minimum, "minimum")}
+        return FstrimResult.list_from_json(await self.call("guest-fstrim", arguments))
+
+    async def fsfreeze_status(self) -> FsfreezeStatus:
+        """The agent's freeze state; :attr:`frozen` follows it."""
+        status = FsfreezeStatus.from_json(await self.call("guest-fsfreeze-status"))
+        frozen = status is FsfreezeStatus.FROZEN
+        if frozen != self.frozen:
+            self.frozen = frozen
+            self.forget_info()
+        return status
+
+    async def fsfreeze_freeze(self, mountpoints: Iterable[str] | None = None) -> int:
+        """Freeze every freezable filesystem, or only ``mountpoints`` (freeze-list).
+
+        Returns how many filesystems are frozen.  Afterwards :attr:`frozen` is
+        True (also when 0 were frozen: thawing then is harmless) and only ping,
+        info, fsfreeze_status and fsfreeze_thaw are sent until a thaw.  If the
+        agent never answered (timeout, cancellation, lost connection) the guest
+        may be frozen all the same, so :attr:`frozen` is set too: thaw, or ask
+        fsfreeze_status, to clear it.  An error reply leaves it alone (qemu-ga
+        thaws whatever it froze before answering with an error).
+        """
+        if mountpoints is None:
+            command, arguments = "guest-fsfreeze-freeze", None
+        else:
+            command = "guest-fsfreeze-freeze-list"
+            arguments = {"mountpoints": _strings(mountpoints, "mountpoints")}
+        try:
+            count = t.expect_int(await self.call(command, arguments), command)
+        except (AgentError, CommandUnavailable, FrozenStateViolation):
+            raise  # answered, or never sent: nothing was frozen by this call
+        except BaseException:
+            self.frozen = True
+            raise
+        finally:
+            self.forget_info()
+        self.frozen = True
+        return count
+
+    async def fsfreeze_thaw(self) -> int:
+        """Thaw; returns how many filesystems were thawed.  :attr:`frozen` becomes False."""
+        try:
+            count = t.expect_int(await self.call("guest-fsfreeze-thaw"), "guest-fsfreeze-thaw")
+        finally:
+            self.forget_info()
+        self.frozen = False
+        return count
+
+    # -------------------------------------------------------------------- files
+
+    async def file_open(self, path: str, mode: str = "r") -> int:
+        """Open ``path`` in the guest (``mode`` as for fopen); returns a handle."""
+        arguments = {"path": _str(path, "path"), "mode": _str(mode, "mode")}
+        return t.expect_int(await self.call("guest-file-open", arguments), "guest-file-open")
+
+    async def file_read(self, handle: int, count: int | None = None) -> FileRead:
+        """Read up to ``count`` bytes (the agent's default is 4 KiB, its maximum 48 MiB)."""
+        arguments: dict[str, Any] = {"handle": _int(handle, "handle")}
+        if count is not None:
+            if _int(count, "count") <= 0:
+                raise UsageError(f"count must be positive, not {count}")
+            arguments["count"] = count
+        return FileRead.from_json(await self.call("guest-file-read", arguments))
+
+    async def file_write(self, handle: int, data: bytes) -> FileWrite:
+        """Write ``data``; the reply's ``count`` says how much the agent wrote."""
+        arguments = {"handle": _int(handle, "handle"), "buf-b64": _b64(data, "data")}
+        return FileWrite.from_json(await self.call("guest-file-write", arguments))
+
+    async def file_seek(
+        self, handle: int, offset: int, whence: SeekWhence | str = SeekWhence.SET
+    ) -> FileSeek:
+        try:
+            whence = SeekWhence(whence)
+        except ValueError:
+            raise UsageError(f"whence must be one of set, cur, end, not {whence!r}") from None
+        arguments = {
+            "handle": _int(handle, "handle"),
+            "offset": _int(offset, "offset"),
+            "whence": whence.value,
+        }
+        return FileSeek.from_json(await self.call("guest-file-seek", arguments))
+
+    async def file_flush(self, handle: int) -> None:
+        await self.call("guest-file-flush", {"handle": _int(handle, "handle")})
+
+    async def file_close(self, handle: int) -> None:
+        await self.call("guest-file-close", {"handle": _int(handle, "handle")})
+
+    # --------------------------------------------------------------------- exec
+
+    async def exec(
+        self,
+        path: str,
+        args: Iterable[str] = (),
+        *,
+        env: Mapping[str, str] | Iterable[str] | None = None,
+        input_data: bytes | None = None,
+        capture_output: bool = False,
+    ) -> int:
+        """Start ``path`` in the guest; returns its pid for :meth:`exec_status`.
+
+        ``env`` is a mapping or ``"NAME=value"`` strings (it replaces the
+        environment); ``input_data`` is fed to stdin.
+        """
+        arguments: dict[str, Any] = {"path": _str(path, "path")}
+        arg = _strings(args, "args")
+        if arg:
+            arguments["arg"] = arg
+        if env is not None:
+            if isinstance(env, Mapping):
+                env = [f"{_str(k, 'env name')}={_str(v, 'env value')}" for k, v in env.items()]
+            arguments["env"] = _strings(env, "env")
+        if input_data is not None:
+            arguments["input-data"] = _b64(input_data, "input_data")
+        if capture_output:
+            arguments["capture-output"] = True
+        value = t.expect_dict(await self.call("guest-exec", arguments), "guest-exec")
+        return t.member(value, "pid", int, "guest-exec")
+
+    async def exec_status(self, pid: int) -> t.ExecStatus:
+        """Status of a guest-exec process (reaped by the agent once reported exited)."""
+        value = await self.call("guest-exec-status", {"pid": _int(pid, "pid")})
+        return t.ExecStatus.from_json(value)
+
+    # -------------------------------------------------------------- user access
+
+    async def set_user_password(
+        self, username: str, password: str | bytes, *, crypted: bool = False
+    ) -> None:
+        """Set a password; ``crypted=True`` means ``password`` is already a crypt() hash."""
+        if isinstance(password, str):
+            password = password.encode()
+        arguments = {
+            "username": _str(username, "username"),
+            "password": _b64(password, "password"),
+            "crypted": bool(crypted),
+        }
+        await self.call("guest-set-user-password", arguments)
+
+    async def ssh_get_authorized_keys(self, username: str) -> list[str]:
+        value = await self.call(
+            "guest-ssh-get-authorized-keys", {"username": _str(username, "username")}
+        )
+        return t.parse_authorized_keys(value)
+
+    async def ssh_add_authorized_keys(
+        self, username: str, keys: Iterable[str], *, reset: bool = False
+    ) -> None:
+        """Add ``keys`` to the user's authorized_keys (``reset=True`` replaces the file)."""
+        arguments: dict[str, Any] = {
+            "username": _str(username, "username"),
+            "keys": _strings(keys, "keys"),
+        }
+        if reset:
+            arguments["reset"] = True
+        await self.call("guest-ssh-add-authorized-keys", arguments)
+
+    async def ssh_remove_authorized_keys(self, username: str, keys: Iterable[str]) -> None:
+        arguments = {"username": _str(username, "username"), "keys": _strings(keys, "keys")}
+        await self.call("guest-ssh-remove-authorized-keys", arguments)
+
+    # ------------------------------------------------------------ power (no reply)
+
+    async def shutdown(self, mode: t.ShutdownMode | str = t.ShutdownMode.POWERDOWN) -> None:
+        """Ask the guest to power down, halt or reboot (success is silence)."""
+        try:
+            mode = t.ShutdownMode(mode)
+        except ValueError:
+            raise UsageError(f"mode must be powerdown, halt or reboot, not {mode!r}") from None
+        await self.call("guest-shutdown", {"mode": mode.value})
+
+    async def suspend_disk(self) -> None:
+        await self.call("guest-suspend-disk")
+
+    async def suspend_ram(self) -> None:
+        await self.call("guest-suspend-ram")
+
+    async def suspend_hybrid(self) -> None:
+        await self.call("guest-suspend-hybrid")
+
+
+# ---------------------------------------------------------- argument checking
+
+
+def _int(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UsageError(f"{name} must be an int, not {type(value).__name__}")
+    return value
+
+
+def _str(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise UsageError(f"{name} must be a str, not {type(value).__name__}")
+    return value
+
+
+def _strings(values: Iterable[str], name: str) -> list[str]:
+    if isinstance(values, str | bytes):
+        raise UsageError(f"{name} must be a list of strings, not a single string")
+    return [_str(v, f"each of {name}") for v in values]
+
+
+def _b64(data: Any, name: str) -> str:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise UsageError(f"{name} must be bytes, not {type(data).__name__}")
+    return base64.b64encode(data).decode("ascii")
+
+
+def _of(cls: type, value: Any, name: str) -> Any:
+    if not isinstance(value, cls):
+        raise UsageError(f"each of {name} must be a {cls.__name__}, not {type(value).__name__}")
+    return value
