@@ -1,0 +1,117 @@
+"""The ``gagent`` command line.
+
+Thin by design: commands parse arguments, call the library, render results.
+Library errors become one-line messages and exit codes here, in :func:`main`,
+and nowhere else.
+
+Exit codes::
+
+    0   success (``agent exec`` exits with the guest program's own code)
+    1   any other gagent error
+    2   bad usage: unknown option, malformed JSON arguments, bad path
+    3   agent unreachable: no socket, nothing listening, permission denied
+    4   timed out waiting for the agent
+    5   command not available: unknown to the agent, or disabled there
+    6   the agent answered with an error
+    7   connection lost or protocol violation
+    8   libvirt/host error
+    130 interrupted
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import trio
+
+from gagent.errors import (
+    AgentError,
+    AgentUnavailable,
+    CommandDisabled,
+    CommandNotFound,
+    CommandUnavailable,
+    ConnectionLost,
+    FrozenStateViolation,
+    GagentError,
+    HostError,
+    ProtocolError,
+    UsageError,
+)
+
+from .agent import agent_group
+from .common import deadline_context
+from .demo import demo
+
+__all__ = ["cli", "main"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_TIMEOUT = 4
+EXIT_UNAVAILABLE = 5
+EXIT_AGENT_ERROR = 6
+EXIT_CONNECTION = 7
+EXIT_HOST = 8
+EXIT_INTERRUPTED = 130
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gagent")
+def cli() -> None:
+    """Talk to QEMU guest agents: channels, commands, freezes, inventory."""
+
+
+cli.add_command(agent_group)
+cli.add_command(demo)
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The exit code of a library error (most specific class first)."""
+    table: list[tuple[type[BaseException], int]] = [
+        (UsageError, EXIT_USAGE),
+        (AgentUnavailable, EXIT_UNREACHABLE),
+        (CommandUnavailable, EXIT_UNAVAILABLE),
+        (FrozenStateViolation, EXIT_UNAVAILABLE),
+        (CommandDisabled, EXIT_UNAVAILABLE),
+        (CommandNotFound, EXIT_UNAVAILABLE),
+        (AgentError, EXIT_AGENT_ERROR),
+        (ConnectionLost, EXIT_CONNECTION),
+        (ProtocolError, EXIT_CONNECTION),
+        (HostError, EXIT_HOST),
+    ]
+    for kind, code in table:
+        if isinstance(error, kind):
+            return code
+    return EXIT_ERROR
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, map every error to a message and an exit code."""
+    try:
+        result = cli.main(args=argv, prog_name="gagent", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE
+    except (click.Abort, KeyboardInterrupt):
+        print("gagent: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except trio.TooSlowError:
+        seconds, target = deadline_context()
+        print(
+            f"gagent: error: timed out after {seconds:g}s waiting for the agent at {target} "
+            "(is qemu-ga running in the guest? raise --timeout for slow operations)",
+            file=sys.stderr,
+        )
+        return EXIT_TIMEOUT
+    except GagentError as exc:
+        print(f"gagent: error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    return result if isinstance(result, int) else EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""``gagent agent``: one guest-agent command per invocation."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gagent import transfer
+from gagent.client import open_agent
+from gagent.commands import AgentCommands
+from gagent.errors import UsageError
+
+from .common import Output, parse_json_object, run_with_deadline
+from .views import VIEWS
+
+DEFAULT_TIMEOUT = 10.0
+#: Copies and programs legitimately take long; they get a longer default.
+LONG_TIMEOUT = 300.0
+
+
+@dataclass
+class AgentOptions:
+    socket: str | None
+    timeout: float | None
+    output: Output
+
+    @property
+    def target(self) -> str:
+        return self.socket or "?"
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[AgentCommands]:
+        if not self.socket:
+            raise UsageError("say which agent to talk to: --socket PATH")
+        async with open_agent(self.socket) as agent:
+            yield agent
+
+    def run(
+        self,
+        func: Callable[[AgentCommands], Awaitable[Any]],
+        *,
+        default_timeout: float = DEFAULT_TIMEOUT,
+    ) -> Any:
+        async def with_agent() -> Any:
+            async with self.open() as agent:
+                return await func(agent)
+
+        timeout = default_timeout if self.timeout is None else self.timeout
+        return run_with_deadline(with_agent, seconds=timeout, target=self.target)
+
+
+pass_options = click.make_pass_decorator(AgentOptions)
+
+
+@click.group("agent")
+@click.option(
+    "--socket",
+    "socket_path",
+    metavar="PATH",
+    help="Unix socket of the agent channel (as in the domain's <channel><source path=...>).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help=f"Overall deadline in seconds (default {DEFAULT_TIMEOUT:g}; "
+    f"{LONG_TIMEOUT:g} for exec and copies; 0 for none).",
+)
+@click.pass_context
+def agent_group(
+    ctx: click.Context, socket_path: str | None, as_json: bool, timeout: float | None
+) -> None:
+    """Run a guest-agent command."""
+    ctx.obj = AgentOptions(socket=socket_path, timeout=timeout, output=Output(as_json))
+
+
+def _simple(name: str, method: str, help_text: str) -> None:
+    @agent_group.command(name, help=help_text)
+    @pass_options
+    def command(options: AgentOptions) -> None:
+        result = options.run(lambda agent: getattr(agent, method)())
+        options.output.emit(result, VIEWS.get(method))
+
+
+_simple("ping", "ping", "Check that the agent answers.")
+_simple("osinfo", "osinfo", "Operating system of the guest.")
+_simple("hostname", "host_name", "Host name the guest reports.")
+_simple("users", "users", "Users logged in to the guest.")
+_simple("interfaces", "network_interfaces", "Network interfaces with their addresses.")
+_simple("fsinfo", "fsinfo", "Mounted filesystems with usage.")
+_simple("disks", "disks", "Block devices the guest sees.")
+_simple("time", "time", "Guest clock (ns since the epoch).")
+
+
+@agent_group.command("info")
+@pass_options
+def info(options: AgentOptions) -> None:
+    """Agent version and its commands (enabled or not)."""
+    result = options.run(lambda agent: agent.info())
+
+    def human(value: Any) -> str:
+        enabled = value.enabled_commands
+        disabled = sorted(set(value.commands) - set(enabled))
+        lines = [f"version: {value.version}", f"enabled ({len(enabled)}): {' '.join(enabled)}"]
+        if disabled:
+            lines.append(f"disabled ({len(disabled)}): {' '.join(disabled)}")
+        return "\n".join(lines)
+
+    options.output.emit(result, human)
+
+
+@agent_group.group("fsfreeze")
+def fsfreeze() -> None:
+    """Freeze, thaw or query the guest's filesystems."""
+
+
+@fsfreeze.command("status")
+@pass_options
+def fsfreeze_status(options: AgentOptions) -> None:
+    """thawed or frozen."""
+    options.output.emit(options.run(lambda agent: agent.fsfreeze_status()))
+
+
+@fsfreeze.command("freeze")
+@click.option("--mountpoint", "mountpoints", multiple=True, help="Freeze only these (repeat).")
+@pass_options
+def fsfreeze_freeze(options: AgentOptions, mountpoints: tuple[str, ...]) -> None:
+    """Freeze filesystems (thaw them with 'fsfreeze thaw')."""
+    count = options.run(lambda agent: agent.fsfreeze_freeze(list(mountpoints) or None))
+    options.output.emit({"frozen": count}, lambda v: f"froze {v['frozen']} filesystem(s)")
+
+
+@fsfreeze.command("thaw")
+@pass_options
+def fsfreeze_thaw(options: AgentOptions) -> None:
+    """Thaw frozen filesystems."""
+    count = options.run(lambda agent: agent.fsfreeze_thaw())
+    options.output.emit({"thawed": count}, lambda v: f"thawed {v['thawed']} filesystem(s)")
+
+
+@agent_group.command("exec", context_settings={"ignore_unknown_options": True})
+@click.option("--input", "input_file", type=click.File("rb"), help="Feed this file to stdin.")
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_options
+def exec_(options: AgentOptions, input_file: Any, argv: tuple[str, ...]) -> int:
+    """Run ARGV in the guest, print its output, exit with its exit code."""
+    data = input_file.read() if input_file else None
+    result = options.run(
+        lambda agent: transfer.run_program(agent, list(argv), input=data),
+        default_timeout=LONG_TIMEOUT,
+    )
+    if options.output.as_json:
+        options.output.emit(result)
+    else:
+        sys.stdout.buffer.write(result.stdout)
+        sys.stdout.flush()
+        sys.stderr.buffer.write(result.stderr)
+        sys.stderr.flush()
+    if result.exit_code is not None:
+        return result.exit_code
+    return 128 + (result.signal or 0)
+
+
+def _progress(label: str) -> Callable[[int, int | None], None] | None:
+    if not sys.stderr.isatty():
+        return None
+
+    def report(done: int, total: int | None) -> None:
+        end = f"/{total}" if total else ""
+        print(f"\r{label}: {done}{end} bytes", end="", file=sys.stderr, flush=True)
+
+    return report
+
+
+@agent_group.command("copy-to")
+@click.argument("local", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("guest_path")
+@pass_options
+def copy_to(options: AgentOptions, local: Path, guest_path: str) -> None:
+    """Copy LOCAL into the guest as GUEST_PATH."""
+    count = options.run(
+        lambda agent: transfer.copy_to_guest(
+            agent, local, guest_path, progress=_progress("copy-to")
+        ),
+        default_timeout=LONG_TIMEOUT,
+    )
+    options.output.emit({"bytes": count, "to": guest_path}, lambda v: f"copied {v['bytes']} bytes")
+
+
+@agent_group.command("copy-from")
+@click.argument("guest_path")
+@click.argument("local", type=click.Path(dir_okay=False, path_type=Path))
+@pass_options
+def copy_from(options: AgentOptions, guest_path: str, local: Path) -> None:
+    """Copy GUEST_PATH out of the guest into LOCAL."""
+    count = options.run(
+        lambda agent: transfer.copy_from_guest(
+            agent, guest_path, local, progress=_progress("copy-from")
+        ),
+        default_timeout=LONG_TIMEOUT,
+    )
+    options.output.emit({"bytes": count, "to": str(local)}, lambda v: f"copied {v['bytes']} bytes")
+
+
+@agent_group.command("call")
+@click.argument("name")
+@click.argument("json_args", required=False, metavar="[JSON-ARGS]")
+@pass_options
+def call(options: AgentOptions, name: str, json_args: str | None) -> None:
+    """Send any command NAME with optional JSON-ARGS and print the raw reply."""
+    arguments = parse_json_object(json_args, "JSON-ARGS")
+    result = options.run(lambda agent: agent.call(name, arguments))
+    options.output.emit(result)

@@ -1,0 +1,99 @@
+"""The typed agent API over libvirt's qemuAgentCommand (a libvirt-owned channel).
+
+When a domain has only ``org.qemu.guest_agent.0``, libvirt holds its socket
+and nobody else can talk on it; libvirt relays our JSON instead.  The same
+typed commands and the same error classes apply: libvirt's message for an
+agent's error reply ("unable to execute QEMU agent command 'X': DESC") is
+mapped back to the agent error it carries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import trio
+
+from gagent.commands import AgentCommands
+from gagent.errors import AgentUnavailable, ConnectionLost, ProtocolError, error_from_reply
+from gagent.protocol import NO_REPLY_COMMANDS, encode_command
+
+from .virt import Domain, LibvirtAgentError
+
+__all__ = ["LibvirtAgent"]
+
+# libvirt error codes (virterror.h) that mean "no agent to talk to"
+_AGENT_UNRESPONSIVE = 86
+_OPERATION_INVALID = 55
+_AGENT_UNSYNCED = 97
+_AGENT_COMMAND_TIMEOUT = 98
+_AGENT_COMMAND_FAILED = 99
+_UNREACHABLE_CODES = {_AGENT_UNRESPONSIVE, _AGENT_UNSYNCED, _AGENT_COMMAND_TIMEOUT}
+
+# "unable to execute QEMU agent command 'guest-foo': The command ... has not been found"
+_AGENT_REFUSAL = re.compile(r"unable to execute QEMU agent command '([^']+)': (.*)$", re.S)
+
+#: libvirt's qemuAgentCommand timeout meaning "libvirt's default".
+_DEFAULT = -1
+
+
+class LibvirtAgent(AgentCommands):
+    """Typed agent commands relayed through libvirt for one domain."""
+
+    def __init__(self, domain: Domain):
+        super().__init__()
+        self.domain = domain
+        self.name = f"domain {domain.name} (through libvirt)"
+
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        request = encode_command(command, arguments).decode()
+        # Pass the caller's deadline on, so libvirt's own call ends with it.
+        timeout = _libvirt_timeout(trio.current_effective_deadline() - trio.current_time())
+        try:
+            reply = await self.domain.agent_command(request, timeout)
+        except LibvirtAgentError as exc:
+            if command in NO_REPLY_COMMANDS and exc.code == _AGENT_UNRESPONSIVE:
+                return None  # the guest went down: what shutdown/suspend asked for
+            raise _map_error(command, arguments, exc, self.domain.name) from None
+        if command in NO_REPLY_COMMANDS and not reply:
+            return None
+        try:
+            value = json.loads(reply)
+        except ValueError:
+            raise ProtocolError(
+                f"libvirt relayed a non-JSON reply to {command}", data=reply.encode()
+            ) from None
+        if isinstance(value, dict) and "return" in value:
+            return value["return"]
+        if isinstance(value, dict) and "error" in value:
+            raise error_from_reply(command, value["error"], arguments=arguments)
+        raise ProtocolError(
+            f"libvirt relayed an unexpected reply to {command}", data=reply.encode()
+        )
+
+
+def _libvirt_timeout(remaining: float) -> int:
+    if math.isinf(remaining):
+        return _DEFAULT
+    return max(1, math.ceil(remaining))
+
+
+def _map_error(
+    command: str, arguments: dict[str, Any] | None, exc: LibvirtAgentError, domain: str
+) -> Exception:
+    message = exc.libvirt_message or str(exc)
+    refusal = _AGENT_REFUSAL.search(message)
+    if refusal:
+        desc = refusal.group(2).strip()
+        error_class = "CommandNotFound" if "not been found" in desc else "GenericError"
+        return error_from_reply(command, {"class": error_class, "desc": desc}, arguments=arguments)
+    if exc.code in _UNREACHABLE_CODES:
+        return AgentUnavailable(
+            f"the guest agent of {domain} is not answering through libvirt: {message}",
+            hint="is qemu-ga running in the guest on org.qemu.guest_agent.0?",
+        )
+    if exc.code == _OPERATION_INVALID:
+        return AgentUnavailable(f"{domain}: {message}", hint="is the domain running?")
+    return ConnectionLost(f"{domain}: {message}", command=command)
