@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import os
+import threading
 import uuid as uuid_module
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,12 +37,14 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 __all__ = [
     "DEFAULT_URI",
     "Domain",
+    "DomainEvent",
     "DomainNotFound",
     "DomainState",
     "Hypervisor",
     "LibvirtAgentError",
     "open_hypervisor",
     "resolve_uri",
+    "watch_events",
 ]
 
 T = TypeVar("T")
@@ -184,6 +187,9 @@ class Domain:
         value = await _call(self.dom.ID, doing=f"ID of {self.name}")
         return None if value < 0 else value
 
+    async def is_persistent(self) -> bool:
+        return bool(await _call(self.dom.isPersistent, doing=f"isPersistent of {self.name}"))
+
     async def state(self) -> DomainState:
         code, _reason = await _call(self.dom.state, doing=f"state of {self.name}")
         return DomainState.from_libvirt(code)
@@ -243,9 +249,95 @@ def _looks_like_uuid(text: str) -> bool:
     return True
 
 
-async def open_hypervisor(uri: str | None = None) -> Hypervisor:
-    """Open a connection (see :func:`resolve_uri` for how the URI is chosen)."""
+_event_loop_lock = threading.Lock()
+_event_loop_running = False
+
+
+def _start_event_loop() -> None:
+    """libvirt delivers events only through a registered loop, set up before connecting."""
+    global _event_loop_running
+    with _event_loop_lock:
+        if _event_loop_running:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_running = True
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    """A lifecycle or agent-lifecycle event of one domain."""
+
+    domain: str
+    kind: str  # "lifecycle" or "agent"
+    detail: str
+
+
+_LIFECYCLE = {
+    0: "defined", 1: "undefined", 2: "started", 3: "suspended", 4: "resumed",
+    5: "stopped", 6: "shutdown", 7: "pmsuspended", 8: "crashed",
+}  # fmt: skip
+_AGENT_STATE = {1: "agent connected", 2: "agent disconnected"}
+
+
+async def watch_events(hypervisor: Hypervisor, send: trio.MemorySendChannel[DomainEvent]) -> None:
+    """Forward lifecycle and agent-lifecycle events to ``send`` until cancelled.
+
+    The hypervisor must come from ``open_hypervisor(uri, events=True)``.
+    """
+    token = trio.lowlevel.current_trio_token()
+
+    def deliver(event: DomainEvent) -> None:
+        try:
+            trio.from_thread.run_sync(send.send_nowait, event, trio_token=token)
+        except (trio.RunFinishedError, trio.WouldBlock, trio.ClosedResourceError):
+            pass
+
+    def on_lifecycle(_conn: Any, dom: Any, event: int, _detail: int, _opaque: Any) -> None:
+        deliver(DomainEvent(dom.name(), "lifecycle", _LIFECYCLE.get(event, f"event {event}")))
+
+    def on_agent(_conn: Any, dom: Any, state: int, _reason: int, _opaque: Any) -> None:
+        deliver(DomainEvent(dom.name(), "agent", _AGENT_STATE.get(state, f"state {state}")))
+
+    conn = hypervisor.conn
+    ids = [
+        await _call(
+            conn.domainEventRegisterAny, None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+            on_lifecycle, None, doing="registering for lifecycle events",
+        ),
+    ]  # fmt: skip
+    agent_event = getattr(libvirt, "VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE", None)
+    if agent_event is not None:
+        try:
+            ids.append(
+                await _call(conn.domainEventRegisterAny, None, agent_event, on_agent, None,
+                            doing="registering for agent events")
+            )  # fmt: skip
+        except HostError:
+            pass  # drivers without agents (test://) do not offer it
+    try:
+        await trio.sleep_forever()
+    finally:
+        for callback_id in ids:
+            try:
+                conn.domainEventDeregisterAny(callback_id)
+            except libvirt.libvirtError:
+                pass
+
+
+async def open_hypervisor(uri: str | None = None, *, events: bool = False) -> Hypervisor:
+    """Open a connection (see :func:`resolve_uri` for how the URI is chosen).
+
+    ``events=True`` sets up libvirt's event loop first, for :func:`watch_events`.
+    """
     chosen = resolve_uri(uri)
+    if events:
+        _start_event_loop()
 
     def connect() -> libvirt.virConnect:
         try:

@@ -42,6 +42,7 @@ from gagent.errors import (
 from .agent import agent_group
 from .common import deadline_context
 from .demo import demo
+from .domain import channel_group, status, watch
 
 __all__ = ["cli", "main"]
 
@@ -65,6 +66,9 @@ def cli() -> None:
 
 cli.add_command(agent_group)
 cli.add_command(demo)
+cli.add_command(channel_group)
+cli.add_command(status)
+cli.add_command(watch)
 
 
 def exit_code_for(error: BaseException) -> int:
@@ -87,10 +91,32 @@ def exit_code_for(error: BaseException) -> int:
     return EXIT_ERROR
 
 
+def _single(group: BaseExceptionGroup) -> BaseException | None:
+    """The one error inside (nested) nursery exception groups, if there is just one."""
+    leaves = []
+
+    def collect(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                collect(inner)
+        else:
+            leaves.append(exc)
+
+    collect(group)
+    return leaves[0] if len(leaves) == 1 else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, map every error to a message and an exit code."""
     try:
-        result = cli.main(args=argv, prog_name="gagent", standalone_mode=False)
+        try:
+            result = cli.main(args=argv, prog_name="gagent", standalone_mode=False)
+        except BaseExceptionGroup as group:
+            # Errors from inside trio nurseries arrive grouped; report the error itself.
+            single = _single(group)
+            if single is None:
+                raise
+            raise single from None
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:

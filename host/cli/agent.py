@@ -19,6 +19,8 @@ from gagent.errors import UsageError
 from .common import Output, parse_json_object, run_with_deadline
 from .views import VIEWS
 
+#: gagent's default channel name (kept here so `--socket` use needs no lxml).
+GAGENT_CHANNEL_NAME = "org.gagent.agent.0"
 DEFAULT_TIMEOUT = 10.0
 #: Copies and programs legitimately take long; they get a longer default.
 LONG_TIMEOUT = 300.0
@@ -29,17 +31,34 @@ class AgentOptions:
     socket: str | None
     timeout: float | None
     output: Output
+    domain: str | None = None
+    connect: str | None = None
+    transport: str = "auto"
+    channel: str = GAGENT_CHANNEL_NAME
 
     @property
     def target(self) -> str:
-        return self.socket or "?"
+        return f"domain {self.domain}" if self.domain else (self.socket or "?")
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[AgentCommands]:
-        if not self.socket:
-            raise UsageError("say which agent to talk to: --socket PATH")
-        async with open_agent(self.socket) as agent:
-            yield agent
+        if self.socket and self.domain:
+            raise UsageError("give either DOMAIN or --socket PATH, not both")
+        if self.socket:
+            async with open_agent(self.socket) as agent:
+                yield agent
+        elif self.domain:
+            from gagent.host.reach import open_domain_agent  # needs libvirt: import on use
+
+            async with open_domain_agent(
+                self.domain,
+                uri=self.connect,
+                transport=self.transport,
+                channel_name=self.channel,
+            ) as agent:
+                yield agent
+        else:
+            raise UsageError("say which agent to talk to: DOMAIN or --socket PATH")
 
     def run(
         self,
@@ -57,13 +76,58 @@ class AgentOptions:
 
 pass_options = click.make_pass_decorator(AgentOptions)
 
+# Options of the group that take a value (to find the optional DOMAIN among the words).
+_VALUE_OPTIONS = {"--socket", "--timeout", "--connect", "-c", "--transport", "--channel"}
 
-@click.group("agent")
+
+class _AgentGroup(click.Group):
+    """``gagent agent [DOMAIN] COMMAND``: DOMAIN is the first word that is not a command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        words = list(args)
+        index = 0
+        while index < len(words):
+            word = words[index]
+            if word == "--":
+                break
+            if word in _VALUE_OPTIONS:
+                index += 2
+                continue
+            if word.startswith("-"):
+                index += 1
+                continue
+            if word not in self.commands:
+                ctx.meta["gagent.domain"] = words.pop(index)
+            break
+        return super().parse_args(ctx, words)
+
+
+@click.group("agent", cls=_AgentGroup)
 @click.option(
     "--socket",
     "socket_path",
     metavar="PATH",
     help="Unix socket of the agent channel (as in the domain's <channel><source path=...>).",
+)
+@click.option(
+    "-c",
+    "--connect",
+    metavar="URI",
+    help="libvirt URI for DOMAIN (default: $LIBVIRT_DEFAULT_URI, else libvirt's default).",
+)
+@click.option(
+    "--transport",
+    type=click.Choice(["auto", "socket", "libvirt"]),
+    default="auto",
+    show_default=True,
+    help="For DOMAIN: gagent's channel socket, libvirt's qemuAgentCommand, or pick.",
+)
+@click.option(
+    "--channel",
+    "channel",
+    default=GAGENT_CHANNEL_NAME,
+    show_default=True,
+    help="Name of gagent's channel in the domain.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option(
@@ -75,10 +139,29 @@ pass_options = click.make_pass_decorator(AgentOptions)
 )
 @click.pass_context
 def agent_group(
-    ctx: click.Context, socket_path: str | None, as_json: bool, timeout: float | None
+    ctx: click.Context,
+    socket_path: str | None,
+    connect: str | None,
+    transport: str,
+    channel: str,
+    as_json: bool,
+    timeout: float | None,
 ) -> None:
-    """Run a guest-agent command."""
-    ctx.obj = AgentOptions(socket=socket_path, timeout=timeout, output=Output(as_json))
+    """Run a guest-agent command on DOMAIN (name, UUID or ID) or on --socket PATH.
+
+    \b
+    gagent agent vm1 osinfo
+    gagent agent --socket /run/vm1-agent.sock ping
+    """
+    ctx.obj = AgentOptions(
+        socket=socket_path,
+        timeout=timeout,
+        output=Output(as_json),
+        domain=ctx.meta.get("gagent.domain"),
+        connect=connect,
+        transport=transport,
+        channel=channel,
+    )
 
 
 def _simple(name: str, method: str, help_text: str) -> None:

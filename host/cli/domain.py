@@ -1,0 +1,210 @@
+"""``gagent channel``, ``gagent status`` and ``gagent watch``: commands about domains."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
+
+import click
+import trio
+
+from .common import Output, run_with_deadline
+from .render import format_table
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 30.0
+
+connect_option = click.option(
+    "-c",
+    "--connect",
+    metavar="URI",
+    help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else libvirt's default).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _with_domain(
+    connect: str | None, ref: str, func: Callable[[Any], Awaitable[T]], *, timeout: float
+) -> T:
+    from gagent.host.virt import open_hypervisor
+
+    async def run() -> T:
+        hypervisor = await open_hypervisor(connect)
+        try:
+            return await func(await hypervisor.lookup(ref))
+        finally:
+            await hypervisor.close()
+
+    return run_with_deadline(run, seconds=timeout, target=f"domain {ref}")
+
+
+@click.group("channel")
+def channel_group() -> None:
+    """Add, remove or list a domain's agent channels."""
+
+
+@channel_group.command("add")
+@click.argument("domain")
+@click.option("--name", default=None, help="Virtio port name (default org.gagent.agent.0).")
+@click.option("--path", default=None, help="Socket path (default: libvirt chooses one).")
+@click.option(
+    "--libvirt-managed",
+    is_flag=True,
+    help="Allow org.qemu.guest_agent.0: libvirt then owns the socket.",
+)
+@click.option("--no-live", is_flag=True, help="Change the definition only, no hot-plug.")
+@click.option("--dry-run", is_flag=True, help="Print the XML diff, change nothing.")
+@connect_option
+def channel_add(
+    domain: str,
+    name: str | None,
+    path: str | None,
+    libvirt_managed: bool,
+    no_live: bool,
+    dry_run: bool,
+    connect: str | None,
+) -> None:
+    """Add gagent's agent channel to DOMAIN (definition, and live if running)."""
+    from gagent.host.channel import GAGENT_CHANNEL, ChannelSpec
+    from gagent.host.channel_ops import add_to_domain
+
+    spec = ChannelSpec(name=name or GAGENT_CHANNEL, path=path)
+    result = _with_domain(
+        connect,
+        domain,
+        lambda dom: add_to_domain(
+            dom, spec, libvirt_managed=libvirt_managed, live=not no_live, dry_run=dry_run
+        ),
+        timeout=DEFAULT_TIMEOUT,
+    )
+    if dry_run and result.diff:
+        click.echo(result.diff, nl=False)
+    click.echo(str(result))
+
+
+@channel_group.command("remove")
+@click.argument("domain")
+@click.option("--name", default=None, help="Virtio port name (default org.gagent.agent.0).")
+@click.option("--no-live", is_flag=True, help="Change the definition only, no hot-unplug.")
+@click.option("--dry-run", is_flag=True, help="Print the XML diff, change nothing.")
+@connect_option
+def channel_remove(
+    domain: str, name: str | None, no_live: bool, dry_run: bool, connect: str | None
+) -> None:
+    """Remove an agent channel from DOMAIN."""
+    from gagent.host.channel import GAGENT_CHANNEL
+    from gagent.host.channel_ops import remove_from_domain
+
+    result = _with_domain(
+        connect,
+        domain,
+        lambda dom: remove_from_domain(
+            dom, name or GAGENT_CHANNEL, live=not no_live, dry_run=dry_run
+        ),
+        timeout=DEFAULT_TIMEOUT,
+    )
+    if dry_run and result.diff:
+        click.echo(result.diff, nl=False)
+    click.echo(str(result))
+
+
+@channel_group.command("list")
+@click.argument("domain")
+@connect_option
+@json_option
+def channel_list(domain: str, connect: str | None, as_json: bool) -> None:
+    """List DOMAIN's channels: name, socket path, live state."""
+    from gagent.host.channel_ops import channels_of
+
+    channels = _with_domain(connect, domain, channels_of, timeout=DEFAULT_TIMEOUT)
+    Output(as_json).emit(
+        channels,
+        lambda value: (
+            format_table(
+                ["name", "type", "target", "path", "state"],
+                ((c.name, c.kind, c.target_type, c.path, c.state) for c in value),
+            )
+            if value
+            else "(no channels)"
+        ),
+    )
+
+
+@click.command("status")
+@click.argument("domain")
+@connect_option
+@json_option
+@click.option("--timeout", type=click.FloatRange(min=0), default=5.0, show_default=True)
+def status(domain: str, connect: str | None, as_json: bool, timeout: float) -> int:
+    """One line: DOMAIN's power state and whether its agent answers (exit 3 if not)."""
+    from gagent.errors import GagentError
+    from gagent.host.reach import open_domain_agent
+    from gagent.host.virt import open_hypervisor
+
+    async def probe() -> dict[str, Any]:
+        hypervisor = await open_hypervisor(connect)
+        try:
+            dom = await hypervisor.lookup(domain)
+            report: dict[str, Any] = {"domain": dom.name, "state": (await dom.state()).value}
+            try:
+                with trio.fail_after(timeout):
+                    async with open_domain_agent(dom.name, hypervisor=hypervisor) as agent:
+                        start = time.perf_counter()
+                        await agent.ping()
+                        report["ping_ms"] = round((time.perf_counter() - start) * 1000, 3)
+                        report["agent"] = getattr(agent, "name", "agent")
+            except (GagentError, trio.TooSlowError) as exc:
+                report["agent"] = None
+                report["reason"] = str(exc) or f"no answer within {timeout:g}s"
+            return report
+        finally:
+            await hypervisor.close()
+
+    report = run_with_deadline(probe, seconds=timeout + DEFAULT_TIMEOUT, target=domain)
+
+    def human(r: dict[str, Any]) -> str:
+        if r["agent"]:
+            return f"{r['domain']}: {r['state']}, agent answering ({r['agent']}, {r['ping_ms']} ms)"
+        return f"{r['domain']}: {r['state']}, agent unreachable: {r['reason']}"
+
+    Output(as_json).emit(report, human)
+    return 0 if report["agent"] else 3
+
+
+@click.command("watch")
+@click.argument("domain", required=False)
+@connect_option
+@click.option(
+    "--for",
+    "duration",
+    type=click.FloatRange(min=0),
+    default=0,
+    help="Stop after this many seconds (default: until Ctrl-C).",
+)
+@click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True)
+def watch(domain: str | None, connect: str | None, duration: float, interval: float) -> None:
+    """Stream channel state changes and lifecycle/agent events (all domains or DOMAIN)."""
+    from gagent.host.virt import open_hypervisor
+    from gagent.host.watch import ChangeEvent
+    from gagent.host.watch import watch as watch_changes
+
+    async def run() -> None:
+        hypervisor = await open_hypervisor(connect, events=True)
+        try:
+            send, receive = trio.open_memory_channel[ChangeEvent](256)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    partial(watch_changes, hypervisor, send, domain, poll_interval=interval)
+                )
+                click.echo(f"watching {domain or 'all domains'} on {hypervisor.uri}", err=True)
+                with trio.move_on_after(duration or float("inf")):
+                    async for change in receive:
+                        click.echo(str(change))
+                nursery.cancel_scope.cancel()
+        finally:
+            await hypervisor.close()
+
+    trio.run(run)

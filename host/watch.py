@@ -1,0 +1,96 @@
+"""Streaming channel state changes and domain lifecycle events.
+
+libvirt reports ``state='connected|disconnected'`` for virtio channels in the
+live XML, but raises an event only for its own agent channel
+(org.qemu.guest_agent.0, the agent-lifecycle event).  So custom channels are
+watched by re-reading the live XML of running domains (cheap: no guest I/O),
+and libvirt's lifecycle and agent events are forwarded as they come.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import trio
+
+from .channel import list_channels
+from .virt import Domain, DomainEvent, Hypervisor, watch_events
+
+__all__ = ["ChangeEvent", "channel_states", "watch"]
+
+DEFAULT_POLL_INTERVAL = 0.5
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """One thing that changed: a channel's state, or a libvirt event."""
+
+    time: float
+    domain: str
+    subject: str  # channel name, "lifecycle" or "agent"
+    old: str | None
+    new: str
+
+    def __str__(self) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(self.time))
+        change = f"{self.old} -> {self.new}" if self.old is not None else self.new
+        return f"{stamp} {self.domain} {self.subject}: {change}"
+
+
+async def channel_states(domain: Domain) -> dict[str, str]:
+    """Channel name -> live state ('connected', 'disconnected', 'unknown') of a running domain."""
+    if not (await domain.state()).is_active:
+        return {}
+    return {
+        c.name: c.state or "unknown"
+        for c in list_channels(await domain.xml())
+        if c.name and c.target_type == "virtio"
+    }
+
+
+async def watch(
+    hypervisor: Hypervisor,
+    send: trio.MemorySendChannel[ChangeEvent],
+    domain_ref: str | None = None,
+    *,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
+) -> None:
+    """Send every change to ``send`` until cancelled.
+
+    The hypervisor must be opened with ``events=True`` for libvirt's events.
+    """
+    only = (await hypervisor.lookup(domain_ref)).name if domain_ref else None
+    known: dict[str, dict[str, str]] = {}
+
+    async def poll_once() -> None:
+        domains = [await hypervisor.lookup(only)] if only else await hypervisor.domains()
+        for dom in domains:
+            states = await channel_states(dom)
+            before = known.get(dom.name)
+            known[dom.name] = states
+            if before is None:
+                continue  # the first look sets the baseline
+            for name in sorted(states.keys() | before.keys()):
+                old, new = before.get(name), states.get(name, "gone")
+                if old != new:
+                    await send.send(ChangeEvent(time.time(), dom.name, name, old, new))
+
+    async def poll_forever() -> None:
+        while True:
+            await trio.sleep(poll_interval)
+            await poll_once()
+
+    async def forward_events() -> None:
+        events_send, events_receive = trio.open_memory_channel[DomainEvent](256)
+        async with trio.open_nursery() as inner:
+            inner.start_soon(watch_events, hypervisor, events_send)
+            async for event in events_receive:
+                if only is None or event.domain == only:
+                    change = ChangeEvent(time.time(), event.domain, event.kind, None, event.detail)
+                    await send.send(change)
+
+    await poll_once()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(poll_forever)
+        nursery.start_soon(forward_events)
