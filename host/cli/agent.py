@@ -15,12 +15,11 @@ from gagent import transfer
 from gagent.client import open_agent
 from gagent.commands import AgentCommands
 from gagent.errors import UsageError
+from gagent.host.channel import GAGENT_CHANNEL
 
 from .common import Output, parse_json_object, run_with_deadline
 from .views import VIEWS
 
-#: gagent's default channel name (kept here so `--socket` use needs no lxml).
-GAGENT_CHANNEL_NAME = "org.gagent.agent.0"
 DEFAULT_TIMEOUT = 10.0
 #: Copies and programs legitimately take long; they get a longer default.
 LONG_TIMEOUT = 300.0
@@ -34,7 +33,7 @@ class AgentOptions:
     domain: str | None = None
     connect: str | None = None
     transport: str = "auto"
-    channel: str = GAGENT_CHANNEL_NAME
+    channel: str = GAGENT_CHANNEL
 
     @property
     def target(self) -> str:
@@ -102,7 +101,7 @@ class _AgentGroup(click.Group):
         return super().parse_args(ctx, words)
 
 
-@click.group("agent", cls=_AgentGroup)
+@click.group("agent", cls=_AgentGroup, subcommand_metavar="[DOMAIN] COMMAND [ARGS]...")
 @click.option(
     "--socket",
     "socket_path",
@@ -125,7 +124,7 @@ class _AgentGroup(click.Group):
 @click.option(
     "--channel",
     "channel",
-    default=GAGENT_CHANNEL_NAME,
+    default=GAGENT_CHANNEL,
     show_default=True,
     help="Name of gagent's channel in the domain.",
 )
