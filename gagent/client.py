@@ -97,10 +97,48 @@ class Agent(AgentCommands):
         if command in NO_REPLY_COMMANDS:
             await self.execute_no_reply(command, arguments)
             return None
-        async with self._lock:
-            if self._conn.needs_sync:
+        # The hot path, kept flat: an uncontended lock is taken without a
+        # scheduler pass (send_all checkpoints anyway).
+        lock = self._lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            conn = self._conn
+            if conn.needs_sync:
                 await self._sync_locked()
-            return await self._exchange(command, arguments)
+            data = conn.send_command(command, arguments)
+            stream = self.stream
+            try:
+                await stream.send_all(data)
+                event = conn.next_event()
+                while event is NEED_DATA:
+                    conn.receive_data(await stream.receive_some(_RECEIVE_SIZE))
+                    event = conn.next_event()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                conn.abandon()
+                raise ConnectionLost(
+                    f"{self.name}: connection lost during {command}: {exc}", command=command
+                ) from exc
+            except BaseException:
+                # Cancelled, timed out, or garbage: whatever reply is still
+                # coming must not be read as the next command's.
+                conn.abandon()
+                raise
+            if type(event) is Reply:
+                return event.value
+            if type(event) is ErrorReply:
+                raise error_from_reply(command, event.error, arguments=arguments)
+            conn.abandon()
+            if isinstance(event, Closed):
+                raise ConnectionLost(
+                    f"{self.name}: the agent closed the connection before answering {command}",
+                    command=command,
+                )
+            raise ProtocolError(f"unexpected {event!r} in reply to {command}", command=command)
+        finally:
+            lock.release()
 
     async def execute_no_reply(
         self,
@@ -151,10 +189,6 @@ class Agent(AgentCommands):
             f"{self.name}: the agent keeps sending unrequested data after each sync reply",
             command="guest-sync-delimited",
         )
-
-    async def _exchange(self, command: str, arguments: dict[str, Any] | None) -> Any:
-        await self._send_request(command, arguments)
-        return await self._await_reply(command, arguments)
 
     async def _send_request(self, command: str, arguments: dict[str, Any] | None) -> None:
         data = self._conn.send_command(command, arguments)

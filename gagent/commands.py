@@ -76,6 +76,7 @@ class AgentCommands:
 
     def __init__(self) -> None:
         self._info: t.AgentInfo | None = None
+        self._info_raw: Any = None
         #: True while a freeze made through this client is believed in force.
         self.frozen = False
 
@@ -126,7 +127,12 @@ class AgentCommands:
         await self.call("guest-ping")
 
     async def info(self) -> t.AgentInfo:
-        self._info = t.AgentInfo.from_json(await self.call("guest-info"))
+        raw = await self.call("guest-info")
+        # Parsing 40-odd command entries costs more than the round trip; the
+        # reply rarely changes, and comparing it is cheap.
+        if self._info is None or raw != self._info_raw:
+            self._info = t.AgentInfo.from_json(raw)
+            self._info_raw = raw
         return self._info
 
     # ------------------------------------------------------------------- system

@@ -108,8 +108,24 @@ class State(enum.Enum):
 _SYNC_LINE_LIMIT: Final = 4096
 
 
+_NO_ARGUMENT_REQUESTS: dict[str, bytes] = {}
+
+
 def encode_command(name: str, arguments: dict[str, Any] | None = None) -> bytes:
     """The bytes of one request (no state, usable by any transport)."""
+    if arguments is None:
+        # guest-ping, guest-info...: the same bytes every time (bounded: names are few).
+        cached = _NO_ARGUMENT_REQUESTS.get(name)
+        if cached is not None:
+            return cached
+        if len(_NO_ARGUMENT_REQUESTS) < 256 and isinstance(name, str) and name:
+            encoded = _encode(name, None)
+            _NO_ARGUMENT_REQUESTS[name] = encoded
+            return encoded
+    return _encode(name, arguments)
+
+
+def _encode(name: str, arguments: dict[str, Any] | None) -> bytes:
     if not isinstance(name, str) or not name:
         raise UsageError(f"command name must be a non-empty string, not {name!r}")
     message: dict[str, Any] = {"execute": name}
