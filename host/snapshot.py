@@ -1,0 +1,440 @@
+"""Disk snapshots of running domains: freeze -> snapshotCreateXML -> thaw.
+
+Three ways to make a snapshot of a running domain, chosen by :func:`take_snapshot`:
+
+* ``gagent-freeze`` (our channel present): gagent freezes through its own agent
+  (:func:`gagent.freeze.frozen`), libvirt makes an external disk-only snapshot
+  (DISK_ONLY | ATOMIC, | NO_METADATA on request) *without* its QUIESCE flag,
+  gagent thaws.  The freeze window (freeze reply -> thaw reply) is measured.
+* ``libvirt-quiesce`` (only libvirt's ``org.qemu.guest_agent.0``): libvirt's own
+  QUIESCE flag; libvirt freezes and thaws through its agent, none of ours is
+  used.  Never both in one snapshot (see :mod:`gagent.freeze`, two agents).
+* ``crash-consistent`` (``quiesce=False``): no freeze at all, like pulling the
+  plug: journaled filesystems recover, applications may lose unflushed data.
+
+A shut-off domain gets an ``offline`` snapshot (its disks are at rest).
+
+Snapshots are external: each chosen disk gets a new qcow2 overlay (libvirt
+names it after the snapshot next to the old image, unless ``vda=/path`` says
+where) and the old image becomes its read-only backing file.  Deleting one
+(:func:`delete_snapshot`) asks libvirt, which since 9.0 merges the overlay back
+(blockcommit and pivot of the running domain) and removes it; older libvirt
+refuses, and ``metadata_only`` then forgets the snapshot but leaves the chain
+as it is (merge by hand: ``virsh blockcommit DOMAIN vda --active --pivot``).
+NO_METADATA snapshots are invisible to list and delete (libvirt keeps no record).
+Revert of external snapshots is not offered (libvirt 9.0 cannot revert them).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from lxml import etree
+
+from gagent.client import open_agent
+from gagent.commands import AgentCommands
+from gagent.errors import AgentUnavailable, GagentError, HostError, UsageError
+from gagent.freeze import (
+    DEFAULT_FREEZE_TIMEOUT,
+    DEFAULT_THAW_TIMEOUT,
+    FreezeRecord,
+    Reconnect,
+    frozen,
+    thaw,
+    thaw_if_frozen,
+)
+
+from .channel import GAGENT_CHANNEL
+from .libvirt_agent import LibvirtAgent
+from .reach import Transport, choose_route
+from .virt import Domain, Hypervisor
+
+__all__ = [
+    "Disk", "SnapshotDisk", "SnapshotInfo", "SnapshotMethod", "SnapshotResult", "SnapshotTimeout",
+    "ThawReport", "delete_snapshot", "domain_disks", "emergency_thaw", "list_snapshots",
+    "snapshot", "snapshot_xml", "take_snapshot",
+]  # fmt: skip
+
+#: How long the guest may stay frozen waiting for libvirt's snapshot call.
+DEFAULT_SNAPSHOT_TIMEOUT = 60.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+class SnapshotMethod(enum.StrEnum):
+    GAGENT_FREEZE = "gagent-freeze"
+    LIBVIRT_QUIESCE = "libvirt-quiesce"
+    CRASH_CONSISTENT = "crash-consistent"
+    OFFLINE = "offline"
+
+
+_CONSISTENCY = {
+    SnapshotMethod.GAGENT_FREEZE: "application-consistent (filesystems frozen by gagent)",
+    SnapshotMethod.LIBVIRT_QUIESCE: "application-consistent (filesystems frozen by libvirt's "
+    "agent; freeze window not measured)",
+    SnapshotMethod.CRASH_CONSISTENT: "CRASH-CONSISTENT only: no freeze, as if the power "
+    "had been cut (applications may lose unflushed data)",
+    SnapshotMethod.OFFLINE: "offline: the domain is not running, its disks are at rest",
+}
+
+
+class SnapshotTimeout(GagentError):
+    """libvirt's snapshot call outlived the freeze budget: the guest was thawed first."""
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A disk of the domain XML."""
+
+    target: str
+    device: str
+    source: str | None
+    readonly: bool
+    backing: str | None = None
+
+
+@dataclass(frozen=True)
+class SnapshotDisk:
+    target: str
+    overlay: str | None
+    backing: str | None
+
+
+@dataclass
+class SnapshotResult:
+    domain: str
+    name: str
+    method: SnapshotMethod
+    metadata: bool
+    disks: list[SnapshotDisk]
+    #: The bare snapshotCreateXML call.
+    snapshot_ms: float
+    freeze: FreezeRecord | None = None
+    thawed_on_connect: bool = False
+    consistency: str = ""
+
+    def __post_init__(self) -> None:
+        self.consistency = self.consistency or _CONSISTENCY[self.method]
+
+    @property
+    def overhead_ms(self) -> float | None:
+        """Freeze window minus the snapshot call: what freezing through gagent cost."""
+        if self.freeze is None or self.freeze.window_ms is None:
+            return None
+        return self.freeze.window_ms - self.snapshot_ms
+
+    def describe(self) -> str:
+        lines = [f"snapshot {self.name} of {self.domain}: {self.consistency}"]
+        if self.thawed_on_connect:
+            lines.append("note: the guest was found frozen (an earlier run?) and thawed first")
+        record = self.freeze
+        if record is not None and record.window_ms is not None:
+            lines.append(
+                f"froze {record.frozen} filesystem(s); freeze window {record.window_ms:.1f} ms "
+                f"= snapshot call {self.snapshot_ms:.1f} ms + gagent {self.overhead_ms:.1f} ms "
+                f"(of which the thaw round trip {record.thaw_ms:.1f} ms)"
+            )
+            lines += [f"warning: {w}" for w in record.warnings]
+        else:
+            lines.append(f"snapshot call {self.snapshot_ms:.1f} ms")
+        for disk in self.disks:
+            lines.append(f"{disk.target}: {disk.overlay} (backing {disk.backing})")
+        if not self.metadata:
+            lines.append("no metadata: libvirt keeps no record (not in 'snapshot list')")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- XML
+
+
+def domain_disks(domain_xml: str) -> list[Disk]:
+    """The ``<disk>`` elements of a domain XML (live XML also gives the backing file)."""
+    root = etree.fromstring(domain_xml.encode())
+    disks = []
+    for el in root.iterfind("devices/disk"):
+        target = el.find("target")
+        if target is None or not target.get("dev"):
+            continue
+        disks.append(Disk(
+            target.get("dev", ""), el.get("device", "disk"), _source_of(el),
+            el.find("readonly") is not None, _source_of(el.find("backingStore")),
+        ))  # fmt: skip
+    return disks
+
+
+def _source_of(el: etree._Element | None) -> str | None:
+    source = None if el is None else el.find("source")
+    if source is None:
+        return None
+    return source.get("file") or source.get("dev") or source.get("name")
+
+
+def snapshot_xml(
+    name: str, disks: list[Disk], chosen: Iterable[str] | None = None, description: str = ""
+) -> str:
+    """<domainsnapshot>: ``chosen`` disks (``vda`` or ``vda=/overlay/path``; default
+    every writable disk) external, every other disk ``snapshot='no'``."""
+    if not name or "/" in name:
+        raise UsageError(f"bad snapshot name {name!r}")
+    wanted: dict[str, str | None] = {}
+    for item in chosen if chosen is not None else []:
+        target, _, path = item.partition("=")
+        wanted[target] = path or None
+    known = {d.target: d for d in disks}
+    for target in wanted:
+        disk = known.get(target)
+        if disk is None:
+            raise UsageError(f"the domain has no disk {target!r} (it has: {', '.join(known)})")
+        if disk.readonly or disk.device != "disk":
+            raise UsageError(f"disk {target} is read-only or a {disk.device}: nothing to snapshot")
+    if chosen is None:
+        wanted = {d.target: None for d in disks if d.device == "disk" and not d.readonly}
+    if not wanted:
+        raise UsageError("no writable disk to snapshot")
+    root = etree.Element("domainsnapshot")
+    etree.SubElement(root, "name").text = name
+    if description:
+        etree.SubElement(root, "description").text = description
+    listed = etree.SubElement(root, "disks")
+    for disk in disks:
+        el = etree.SubElement(listed, "disk", name=disk.target)
+        if disk.target not in wanted:
+            el.set("snapshot", "no")
+            continue
+        el.set("snapshot", "external")
+        etree.SubElement(el, "driver", type="qcow2")
+        if wanted[disk.target]:
+            etree.SubElement(el, "source", file=wanted[disk.target])
+    return etree.tostring(root, pretty_print=True, encoding="unicode")
+
+
+# ----------------------------------------------------------- snapshots
+
+
+async def snapshot(
+    domain: Domain, agent: AgentCommands | None, name: str,
+    disks: Iterable[str] | None = None, quiesce: bool = True, no_metadata: bool = False, *,
+    libvirt_quiesce: bool = False, mountpoints: Iterable[str] | None = None,
+    allow_nothing_frozen: bool = False, freeze_timeout: float = DEFAULT_FREEZE_TIMEOUT,
+    thaw_timeout: float = DEFAULT_THAW_TIMEOUT,
+    snapshot_timeout: float = DEFAULT_SNAPSHOT_TIMEOUT, reconnect: Reconnect | None = None,
+    description: str = "",
+) -> SnapshotResult:  # fmt: skip
+    """One external disk-only snapshot (see the module doc for the methods).
+
+    ``agent`` freezes (quiesce, without libvirt_quiesce); ``libvirt_quiesce``
+    uses libvirt's QUIESCE flag and no agent of ours; ``quiesce=False`` is
+    crash-consistent.  A cancellation waits for libvirt's call; a call that
+    outlives ``snapshot_timeout`` is abandoned and raises :class:`SnapshotTimeout`
+    after the thaw (the guest's liveness comes before the snapshot's consistency).
+    """
+    state = await domain.state()
+    xml = snapshot_xml(name, domain_disks(await domain.xml()), disks, description)
+    if not state.is_active:
+        method = SnapshotMethod.OFFLINE
+    elif not quiesce:
+        method = SnapshotMethod.CRASH_CONSISTENT
+    elif libvirt_quiesce:
+        if agent is not None:
+            raise UsageError("never mix gagent's freeze with libvirt's QUIESCE in one snapshot")
+        method = SnapshotMethod.LIBVIRT_QUIESCE
+    elif agent is None:
+        raise UsageError(
+            "quiesce needs an agent: pass one, use libvirt_quiesce for libvirt's own "
+            "channel, or quiesce=False for a crash-consistent snapshot"
+        )
+    else:
+        method = SnapshotMethod.GAGENT_FREEZE
+
+    async def create() -> float:
+        start = trio.current_time()
+        try:  # shielded: a Ctrl-C waits for the call (bounded), never thaws in its middle
+            with trio.CancelScope(shield=True), trio.fail_after(snapshot_timeout):
+                await domain.snapshot_create_xml(
+                    xml, no_metadata=no_metadata, abandon_on_cancel=True,
+                    quiesce=method is SnapshotMethod.LIBVIRT_QUIESCE,
+                )  # fmt: skip
+        except trio.TooSlowError:
+            raise SnapshotTimeout(
+                f"libvirt's snapshot of {domain.name} did not return within "
+                f"{snapshot_timeout:g}s; the guest was thawed. If libvirt completes it, it is "
+                f"NOT application-consistent: check 'virsh domblklist {domain.name}'"
+            ) from None
+        return (trio.current_time() - start) * 1000
+
+    record = None
+    if method is SnapshotMethod.GAGENT_FREEZE:
+        assert agent is not None
+        async with frozen(
+            agent, mountpoints, freeze_timeout=freeze_timeout, thaw_timeout=thaw_timeout,
+            allow_nothing_frozen=allow_nothing_frozen, domain=domain.name, reconnect=reconnect,
+        ) as record:  # fmt: skip
+            snapshot_ms = await create()
+    else:
+        snapshot_ms = await create()
+    chosen = _external_targets(xml)
+    after = [d for d in domain_disks(await domain.xml()) if d.target in chosen]
+    overlays = [SnapshotDisk(d.target, d.source, d.backing) for d in after]
+    return SnapshotResult(domain.name, name, method, not no_metadata, overlays, snapshot_ms, record)
+
+
+def _external_targets(snapshot: str) -> set[str]:
+    root = etree.fromstring(snapshot.encode())
+    return {d.get("name", "") for d in root.iterfind("disks/disk") if d.get("snapshot") != "no"}
+
+
+async def take_snapshot(
+    hypervisor: Hypervisor, ref: str, name: str, *, quiesce: bool = True,
+    libvirt_quiesce: bool = False, thaw_on_connect: bool = True,
+    transport: Transport | str = Transport.AUTO, channel_name: str = GAGENT_CHANNEL,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, **options: Any,
+) -> SnapshotResult:  # fmt: skip
+    """Look the domain up, reach its agent, snapshot (``options`` as for :func:`snapshot`).
+
+    Our channel -> gagent's freeze; only libvirt's -> libvirt's QUIESCE;
+    ``thaw_on_connect`` first thaws a guest found frozen (a crashed run).
+    """
+    domain = await hypervisor.lookup(ref)
+    state = await domain.state()
+    if not quiesce or not state.is_active:
+        return await snapshot(domain, None, name, quiesce=False, **options)
+    transport = Transport.LIBVIRT if libvirt_quiesce else Transport(transport)
+    try:
+        route = choose_route(
+            domain.name, state, await domain.xml(), transport=transport, channel_name=channel_name
+        )
+    except AgentUnavailable as exc:
+        raise AgentUnavailable(
+            f"cannot quiesce {domain.name}: {exc}",
+            hint="or take a crash-consistent snapshot with --no-quiesce",
+        ) from None
+    async with AsyncExitStack() as stack:
+        try:
+            with trio.fail_after(connect_timeout):
+                if route.transport is Transport.SOCKET:
+                    path = route.socket_path
+                    assert path is not None
+                    agent: AgentCommands = await stack.enter_async_context(open_agent(path))
+                    options.setdefault("reconnect", lambda: open_agent(path))
+                else:
+                    agent = LibvirtAgent(domain)
+                thawed = thaw_on_connect and await thaw_if_frozen(agent, domain=domain.name)
+        except trio.TooSlowError:
+            raise AgentUnavailable(
+                f"the agent of {domain.name} ({route.describe(domain.name)}) did not answer "
+                f"within {connect_timeout:g}s",
+                hint="is qemu-ga running in the guest?",
+            ) from None
+        if route.transport is Transport.SOCKET:
+            result = await snapshot(domain, agent, name, **options)
+        else:
+            result = await snapshot(domain, None, name, libvirt_quiesce=True, **options)
+        result.thawed_on_connect = thawed
+        return result
+
+
+# ------------------------------------------------------------ list, delete
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    name: str
+    created: int | None  # seconds since the epoch
+    state: str
+    current: bool
+    description: str
+    disks: list[SnapshotDisk] = field(default_factory=list)
+
+
+async def list_snapshots(domain: Domain) -> list[SnapshotInfo]:
+    """Snapshots libvirt keeps metadata for, oldest first."""
+    found = []
+    for name, xml, current in await domain.list_snapshots():
+        root = etree.fromstring(xml.encode())
+        created = root.findtext("creationTime")
+        disks = [
+            SnapshotDisk(d.get("name", ""), _source_of(d), None)
+            for d in root.iterfind("disks/disk")
+            if d.get("snapshot") == "external"
+        ]
+        when = int(created) if created and created.isdigit() else None
+        state, about = root.findtext("state") or "", root.findtext("description") or ""
+        found.append(SnapshotInfo(name, when, state, current, about, disks))
+    return sorted(found, key=lambda s: (s.created or 0, s.name))
+
+
+async def delete_snapshot(domain: Domain, name: str, *, metadata_only: bool = False) -> str:
+    """Delete one snapshot (see the module doc for what libvirt supports); returns a message."""
+    try:
+        await domain.delete_snapshot(name, metadata_only=metadata_only)
+    except HostError as exc:
+        if metadata_only or "external" not in str(exc):
+            raise
+        raise HostError(
+            f"{exc}; this libvirt cannot merge external snapshots: forget it with "
+            f"--metadata-only, then merge by hand (virsh blockcommit {domain.name} DISK "
+            "--active --pivot)",
+            code=exc.code,
+            libvirt_message=exc.libvirt_message,
+        ) from None
+    if metadata_only:
+        return f"forgot snapshot {name} of {domain.name} (its overlay files stay in use)"
+    return f"deleted snapshot {name} of {domain.name} (overlays merged back by libvirt)"
+
+
+# --------------------------------------------------------- emergency thaw
+
+
+@dataclass(frozen=True)
+class ThawReport:
+    route: str
+    thawed: int | None = None
+    confirmed: bool = False
+    error: str | None = None
+
+
+async def emergency_thaw(
+    hypervisor: Hypervisor,
+    ref: str,
+    *,
+    thaw_timeout: float = DEFAULT_THAW_TIMEOUT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    channel_name: str = GAGENT_CHANNEL,
+) -> list[ThawReport]:
+    """Thaw through every agent the domain has (ours and libvirt's): each keeps its own
+    freeze state, and a thaw through either thaws every filesystem."""
+    domain = await hypervisor.lookup(ref)
+    state = await domain.state()
+    live_xml = await domain.xml() if state.is_active else ""
+    reports = []
+    for transport in (Transport.SOCKET, Transport.LIBVIRT):
+        try:
+            route = choose_route(
+                domain.name, state, live_xml, transport=transport, channel_name=channel_name
+            )
+        except AgentUnavailable:
+            continue
+        where = route.describe(domain.name)
+        try:
+            async with AsyncExitStack() as stack:
+                with trio.fail_after(connect_timeout):
+                    if route.socket_path:
+                        agent = await stack.enter_async_context(open_agent(route.socket_path))
+                    else:
+                        agent = LibvirtAgent(domain)
+                record = await thaw(agent, thaw_timeout=thaw_timeout, domain=domain.name)
+            reports.append(ThawReport(where, record.thawed, record.confirmed))
+        except trio.TooSlowError:
+            reports.append(ThawReport(where, error=f"no answer within {connect_timeout:g}s"))
+        except GagentError as exc:
+            reports.append(ThawReport(where, error=str(exc)))
+    if not reports:
+        raise AgentUnavailable(
+            f"domain {domain.name} has no reachable agent channel to thaw through",
+            hint=f"is it running? 'gagent channel list {domain.name}'",
+        )
+    return reports

@@ -1,0 +1,195 @@
+"""``gagent fsfreeze``, ``gagent snapshot`` and ``gagent thaw`` in-process through
+gagent.host.cli.main, against libvirt's test driver (a domain whose channel is a
+unix socket) and the freezable fake agent (tests/test_freeze.py) served on that
+socket from a thread of its own.
+
+The test driver cannot make disk-only snapshots: that is the "snapshot call
+raising" case at the command line, with a real libvirt error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+from fakeagent import Delay, Silence, fake_unix_socket
+from test_freeze import FREEZE, HAPPY, INFO, STATUS, SYNC, THAW, FreezableFake
+
+from gagent.host.channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
+from gagent.host.cli import cli, main
+from gagent.host.cli.freeze import fsfreeze_group, snapshot_group, thaw_command
+
+
+@pytest.fixture(autouse=True)
+def registered(monkeypatch):
+    """The commands as the lead registers them in gagent.host.cli."""
+    for command in (fsfreeze_group, snapshot_group, thaw_command):
+        monkeypatch.setitem(cli.commands, command.name, command)
+
+
+def node_xml(sock: Path, *, libvirt_channel: bool = False) -> str:
+    theirs = (
+        f"<channel type='unix'><source mode='bind'/>"
+        f"<target type='virtio' name='{LIBVIRT_AGENT_CHANNEL}'/></channel>"
+        if libvirt_channel
+        else ""
+    )
+    return f"""<node><domain type='test'><name>vm1</name><memory>1048576</memory>
+<os><type>hvm</type></os><devices>
+<disk type='file' device='disk'><source file='/img/data.raw'/>
+<target dev='vda' bus='virtio'/></disk>
+<controller type='virtio-serial' index='0'/>
+<channel type='unix'><source mode='bind' path='{sock}'/>
+<target type='virtio' name='{GAGENT_CHANNEL}'/></channel>{theirs}
+</devices></domain></node>"""
+
+
+@contextlib.contextmanager
+def served(fake: FreezableFake, tmp_path: Path, **kwargs) -> Iterator[str]:
+    """Serve ``fake`` on a socket from another thread; yield a test-driver URI."""
+    sock = tmp_path / "a.sock"
+    node = tmp_path / "node.xml"
+    node.write_text(node_xml(sock, **kwargs))
+    ready, stop = threading.Event(), threading.Event()
+
+    async def serve() -> None:
+        async with fake_unix_socket(fake, sock):
+            ready.set()
+            await trio.to_thread.run_sync(stop.wait)
+
+    thread = threading.Thread(target=trio.run, args=(serve,), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield f"test://{node}"
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_fsfreeze_freeze_status_thaw(capsys, tmp_path):
+    fake = FreezableFake()
+    with served(fake, tmp_path) as uri:
+        code, out, err = run(capsys, "fsfreeze", "freeze", "vm1", "-c", uri)
+        assert (code, err) == (0, "")
+        assert "froze 2 filesystem(s) of vm1; they stay frozen until" in out
+        assert fake.state == "frozen"
+        assert run(capsys, "fsfreeze", "status", "vm1", "-c", uri)[:2] == (0, "vm1: frozen\n")
+        code, out, err = run(capsys, "fsfreeze", "thaw", "vm1", "-c", uri, "--json")
+        assert (code, err) == (0, "")
+        assert '"thawed": 2' in out and '"confirmed": true' in out
+    assert fake.state == "thawed"
+    assert fake.commands == [SYNC, INFO, FREEZE, SYNC, INFO, STATUS, SYNC, THAW, STATUS]
+
+
+def test_fsfreeze_freeze_of_nothing_fails_thawed(capsys, tmp_path):
+    fake = FreezableFake(filesystems=0)
+    with served(fake, tmp_path) as uri:
+        code, out, err = run(capsys, "fsfreeze", "freeze", "vm1", "-c", uri)
+    assert code == 1 and out == ""
+    assert err.startswith("gagent: error: the freeze of vm1 froze 0 filesystems")
+    assert fake.commands == HAPPY and fake.state == "thawed"
+
+
+def test_ctrl_c_during_the_freeze_still_thaws(capsys, tmp_path):
+    fake = FreezableFake().on(FREEZE, Delay(1.5))
+    with served(fake, tmp_path) as uri:
+        timer = threading.Timer(0.5, signal.raise_signal, (signal.SIGINT,))
+        timer.start()
+        try:
+            code, _out, err = run(capsys, "fsfreeze", "freeze", "vm1", "-c", uri)
+        finally:
+            timer.cancel()
+    assert (code, err) == (130, "gagent: interrupted\n")
+    # the thaw waited (shielded) behind the slow freeze, then confirmed
+    assert fake.commands == [SYNC, INFO, FREEZE, SYNC, THAW, STATUS]
+    assert fake.state == "thawed"
+
+
+def test_unconfirmed_thaw_is_loud(capsys, tmp_path):
+    fake = FreezableFake().set_default(THAW, Silence())
+    with served(fake, tmp_path) as uri:
+        code, out, err = run(
+            capsys, "snapshot", "create", "vm1", "s1", "-c", uri, "--thaw-timeout", "0.6"
+        )
+    assert code == 1 and out == ""
+    assert err.startswith("gagent: error: THE GUEST MAY STILL BE FROZEN")
+    assert "run 'gagent thaw vm1' now" in err and len(err.splitlines()) == 1
+
+
+def test_snapshot_create_refused_by_libvirt_ends_thawed(capsys, tmp_path):
+    fake = FreezableFake()
+    with served(fake, tmp_path) as uri:
+        code, out, err = run(capsys, "snapshot", "create", "vm1", "s1", "-c", uri)
+        assert code == 8 and out == ""
+        assert err.startswith("gagent: error: creating a snapshot of vm1: ")
+        assert "unsupported flags" in err
+        assert fake.commands == [SYNC, INFO, STATUS, FREEZE, THAW, STATUS]  # thaw-on-connect
+        assert fake.state == "thawed"
+        fake.requests.clear()
+        code, _, _ = run(
+            capsys, "snapshot", "create", "vm1", "s1", "-c", uri, "--no-thaw-on-connect"
+        )
+        assert code == 8 and fake.commands == HAPPY
+        fake.requests.clear()
+        code, _, err = run(capsys, "snapshot", "create", "vm1", "s1", "-c", uri, "--no-quiesce")
+        assert code == 8 and fake.commands == []  # crash-consistent: no agent involved
+
+
+def test_snapshot_list_and_delete(capsys, tmp_path):
+    with served(FreezableFake(), tmp_path) as uri:
+        assert run(capsys, "snapshot", "list", "vm1", "-c", uri) == (0, "(no snapshots)\n", "")
+        assert run(capsys, "snapshot", "list", "vm1", "-c", uri, "--json")[1] == "[]\n"
+        code, _out, err = run(capsys, "snapshot", "delete", "vm1", "nope", "-c", uri)
+    assert code == 8 and "deleting snapshot nope of vm1" in err
+
+
+def test_emergency_thaw(capsys, tmp_path):
+    fake = FreezableFake()
+    fake.state, fake._held = "frozen", 2
+    with served(fake, tmp_path) as uri:
+        code, out, err = run(capsys, "thaw", "vm1", "-c", uri)
+    assert (code, err) == (0, "")
+    assert out.startswith("domain vm1 via ") and out.endswith("thawed 2 filesystem(s), confirmed\n")
+    assert fake.commands == [SYNC, THAW, STATUS] and fake.state == "thawed"
+
+
+def test_emergency_thaw_reports_each_agent(capsys, tmp_path):
+    fake = FreezableFake()
+    with served(fake, tmp_path, libvirt_channel=True) as uri:
+        code, out, err = run(capsys, "thaw", "vm1", "-c", uri)
+    # the test driver has no qemuAgentCommand: libvirt's agent cannot be reached
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0].endswith("thawed 0 filesystem(s), confirmed")
+    assert "via libvirt" in lines[1] and "FAILED" in lines[1]
+    assert err.startswith("gagent: error: the thaw of vm1 could not be confirmed through")
+
+
+def test_agent_that_does_not_answer(capsys, tmp_path):
+    fake = FreezableFake().set_default(SYNC, Silence())
+    with served(fake, tmp_path) as uri:
+        code, _out, err = run(capsys, "fsfreeze", "status", "vm1", "-c", uri, "--timeout", "0.5")
+    assert code == 3
+    assert err.startswith("gagent: error: the agent of vm1 did not answer within 0.5s")
+    assert fake.commands == [SYNC]
+
+
+def test_transport_libvirt_is_honoured(capsys, tmp_path):
+    fake = FreezableFake()
+    with served(fake, tmp_path, libvirt_channel=True) as uri:
+        code, _, err = run(capsys, "fsfreeze", "status", "vm1", "-c", uri, "--transport", "libvirt")
+    # the test driver has no qemuAgentCommand: the error proves the libvirt route was taken
+    assert code != 0 and "virDomainQemuAgentCommand" in err
+    assert fake.commands == []
