@@ -1,0 +1,185 @@
+"""What the checks need to know from a domain's XML (pure: lxml only, no I/O).
+
+:func:`parse_domain` reads the live XML of a running domain (or the inactive
+one) into :class:`DomainFacts`: virtualization type, architecture, CPU,
+memory, disks, network interfaces and host devices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from gagent.errors import UsageError
+
+__all__ = ["DiskRef", "DomainFacts", "HostDevice", "InterfaceRef", "parse_domain"]
+
+
+@dataclass(frozen=True)
+class DiskRef:
+    """One ``<disk>``: where its data lives."""
+
+    target: str  # vda, hdc...
+    device: str  # disk, cdrom, floppy, lun
+    kind: str  # <disk type=...>: file, block, dir, volume, network
+    path: str | None = None  # file/block/dir
+    pool: str | None = None  # volume
+    volume: str | None = None
+    protocol: str | None = None  # network: rbd, iscsi, nbd, gluster...
+    network_name: str | None = None
+    readonly: bool = False
+
+    @property
+    def has_source(self) -> bool:
+        return bool(self.path or self.volume or self.network_name or self.protocol)
+
+    def describe(self) -> str:
+        if self.kind == "volume":
+            return f"{self.target} (volume {self.volume} of pool {self.pool})"
+        if self.kind == "network":
+            return f"{self.target} ({self.protocol} {self.network_name or ''})".replace(" )", ")")
+        return f"{self.target} ({self.path})"
+
+
+@dataclass(frozen=True)
+class InterfaceRef:
+    """One ``<interface>``: what the destination must provide for it."""
+
+    kind: str  # network, bridge, direct, hostdev, user, ethernet...
+    source: str | None  # network name, bridge name, or host device for direct
+    mac: str | None = None
+
+
+@dataclass(frozen=True)
+class HostDevice:
+    """A device passed through from the host (``<hostdev>``, ``<interface type='hostdev'>``)."""
+
+    kind: str  # pci, usb, scsi, mdev, ...
+    address: str
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.address}".strip()
+
+
+@dataclass(frozen=True)
+class DomainFacts:
+    name: str
+    uuid: str
+    virt_type: str  # <domain type=...>: kvm, qemu, test
+    os_type: str | None
+    arch: str | None
+    machine: str | None
+    emulator: str | None
+    cpu_mode: str | None  # None: no <cpu> element
+    cpu_model: str | None
+    cpu_xml: str | None
+    memory_kib: int
+    current_memory_kib: int
+    disks: list[DiskRef] = field(default_factory=list)
+    interfaces: list[InterfaceRef] = field(default_factory=list)
+    hostdevs: list[HostDevice] = field(default_factory=list)
+
+
+def parse_domain(xml: str) -> DomainFacts:
+    try:
+        root = etree.fromstring(xml.encode())
+    except etree.XMLSyntaxError as exc:
+        raise UsageError(f"domain XML is not well-formed: {exc}") from None
+    if root.tag != "domain":
+        raise UsageError(f"not a domain XML document (root element <{root.tag}>)")
+    os_type = root.find("os/type")
+    cpu = root.find("cpu")
+    memory = _kib(root.find("memory"))
+    return DomainFacts(
+        name=root.findtext("name", "").strip(),
+        uuid=root.findtext("uuid", "").strip(),
+        virt_type=root.get("type", ""),
+        os_type=os_type.text.strip() if os_type is not None and os_type.text else None,
+        arch=os_type.get("arch") if os_type is not None else None,
+        machine=os_type.get("machine") if os_type is not None else None,
+        emulator=(root.findtext("devices/emulator") or "").strip() or None,
+        cpu_mode=None if cpu is None else cpu.get("mode", "custom"),
+        cpu_model=None if cpu is None else (cpu.findtext("model") or "").strip() or None,
+        cpu_xml=None if cpu is None else etree.tostring(cpu, encoding="unicode"),
+        memory_kib=memory,
+        current_memory_kib=_kib(root.find("currentMemory")) or memory,
+        disks=[_disk(d) for d in root.iterfind("devices/disk")],
+        interfaces=[_interface(i) for i in root.iterfind("devices/interface")],
+        hostdevs=_hostdevs(root),
+    )
+
+
+_UNITS = {
+    "b": 1, "bytes": 1, "kb": 1000, "k": 1024, "kib": 1024, "mb": 1000**2, "m": 1024**2,
+    "mib": 1024**2, "gb": 1000**3, "g": 1024**3, "gib": 1024**3, "tb": 1000**4, "t": 1024**4,
+    "tib": 1024**4,
+}  # fmt: skip
+
+
+def _kib(element: etree._Element | None) -> int:
+    """A libvirt memory element in KiB (its unit attribute defaults to KiB)."""
+    if element is None or not (element.text or "").strip():
+        return 0
+    scale = _UNITS.get(element.get("unit", "KiB").lower(), 1024)
+    return int(element.text.strip()) * scale // 1024
+
+
+def _disk(disk: etree._Element) -> DiskRef:
+    source = disk.find("source")
+    kind = disk.get("type", "file")
+    get = (lambda name: source.get(name)) if source is not None else (lambda _name: None)
+    return DiskRef(
+        target=disk.find("target").get("dev", "?") if disk.find("target") is not None else "?",
+        device=disk.get("device", "disk"),
+        kind=kind,
+        path=get("file") or get("dev") or get("dir"),
+        pool=get("pool"),
+        volume=get("volume"),
+        protocol=get("protocol"),
+        network_name=get("name"),
+        readonly=disk.find("readonly") is not None,
+    )
+
+
+def _interface(iface: etree._Element) -> InterfaceRef:
+    kind = iface.get("type", "")
+    source = iface.find("source")
+    name = None
+    if source is not None:
+        name = source.get({"network": "network", "bridge": "bridge"}.get(kind, "dev"))
+        if kind == "network" and name is None:
+            name = source.get("network")
+    mac = iface.find("mac")
+    return InterfaceRef(kind, name, mac.get("address") if mac is not None else None)
+
+
+def _hostdevs(root: etree._Element) -> list[HostDevice]:
+    found = []
+    for dev in root.iterfind("devices/hostdev"):
+        found.append(HostDevice(dev.get("type", dev.get("mode", "?")), _address(dev)))
+    for iface in root.iterfind("devices/interface[@type='hostdev']"):
+        found.append(HostDevice("pci (network interface)", _address(iface)))
+    return found
+
+
+def _address(dev: etree._Element) -> str:
+    """A host device's source address as text (PCI d:b:s.f, USB vendor:product, mdev UUID...)."""
+    source = dev.find("source")
+    if source is None:
+        return ""
+    address = source.find("address")
+    if address is not None and address.get("bus") is not None and address.get("slot"):
+        parts = [address.get(k, "0") for k in ("domain", "bus", "slot", "function")]
+        dom, bus, slot, fn = (int(p, 0) for p in parts)
+        return f"{dom:04x}:{bus:02x}:{slot:02x}.{fn:x}"
+    vendor, product = source.find("vendor"), source.find("product")
+    if vendor is not None and product is not None:
+        return f"{vendor.get('id')}:{product.get('id')}"
+    if address is not None and address.get("uuid"):
+        return address.get("uuid")
+    adapter = source.find("adapter")
+    if adapter is not None and address is not None:
+        where = " ".join(f"{k}={v}" for k, v in address.attrib.items())
+        return f"{adapter.get('name')} {where}"
+    return etree.tostring(source, encoding="unicode").strip()
