@@ -1,0 +1,74 @@
+"""The libvirt route: org.qemu.guest_agent.0, owned by libvirt, through qemuAgentCommand."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from e2e_guest import gagent_qga
+
+from gagent.client import Agent
+from gagent.errors import AgentUnavailable, CommandNotFound
+from gagent.host.channel import LIBVIRT_AGENT_CHANNEL
+from gagent.host.libvirt_agent import LibvirtAgent
+from gagent.host.reach import open_domain_agent
+from gagent.transfer import run_program
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_libvirt_transport(main_domain, guest_kernel_release):
+    with trio.fail_after(60):
+        async with open_domain_agent(
+            main_domain.name, uri=main_domain.uri, transport="libvirt"
+        ) as agent:
+            assert isinstance(agent, LibvirtAgent)
+            await agent.ping()
+            osinfo = await agent.osinfo()
+            assert osinfo.kernel_release == guest_kernel_release
+            assert await agent.host_name() == main_domain.hostname
+            info = await agent.info()
+            assert info.version.startswith("7.2.")
+            result = await run_program(agent, ["/bin/sh", "-c", "echo via libvirt; exit 4"])
+            assert (result.exit_code, result.stdout) == (4, b"via libvirt\n")
+            # the agent's own refusal, relayed by libvirt, maps to the same error class
+            with pytest.raises(CommandNotFound):
+                await agent.call("guest-no-such-command", check=False)
+            await agent.ping()
+
+
+async def test_auto_prefers_gagent_socket_when_both_channels_exist(main_domain):
+    states = main_domain.channel_states()
+    assert states["org.gagent.agent.0"] == "connected"
+    assert states["org.qemu.guest_agent.0"] == "connected"
+    with trio.fail_after(30):
+        async with open_domain_agent(main_domain.name, uri=main_domain.uri) as agent:
+            assert isinstance(agent, Agent)
+            assert str(main_domain.socket_path) in agent.name
+            await agent.ping()
+        async with open_domain_agent(
+            main_domain.name, uri=main_domain.uri, transport="socket"
+        ) as agent:
+            assert isinstance(agent, Agent)
+            await agent.ping()
+
+
+async def test_libvirt_transport_with_no_agent_in_the_guest(main_domain):
+    """libvirt's channel disconnected (its qemu-ga stopped): a clear AgentUnavailable."""
+    name, uri = main_domain.name, main_domain.uri
+    async with open_domain_agent(name, uri=uri) as ours:
+        try:
+            with trio.fail_after(60):
+                await gagent_qga(ours, "stop", LIBVIRT_AGENT_CHANNEL)
+                await main_domain.wait_channel_state(LIBVIRT_AGENT_CHANNEL, "disconnected")
+            with trio.fail_after(30), pytest.raises(AgentUnavailable) as info:
+                async with open_domain_agent(name, uri=uri, transport="libvirt"):
+                    pass
+            print(f"e2e: libvirt transport, no agent: {info.value}")
+            assert name in str(info.value)
+        finally:
+            with trio.CancelScope(shield=True), trio.fail_after(60):
+                await gagent_qga(ours, "start", LIBVIRT_AGENT_CHANNEL)
+                await main_domain.wait_channel_state(LIBVIRT_AGENT_CHANNEL, "connected")
+    with trio.fail_after(30):
+        async with open_domain_agent(name, uri=uri, transport="libvirt") as agent:
+            await agent.ping()
