@@ -36,12 +36,18 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 __all__ = [
     "DEFAULT_URI",
+    "CpuCompatibility",
     "Domain",
     "DomainEvent",
     "DomainNotFound",
+    "DomainRecord",
     "DomainState",
     "Hypervisor",
+    "JobProgress",
     "LibvirtAgentError",
+    "NetworkInfo",
+    "Unsupported",
+    "migration_flags",
     "open_hypervisor",
     "resolve_uri",
     "watch_events",
@@ -163,9 +169,108 @@ class Hypervisor:
         found = await _call(self.conn.listAllDomains, 0, doing="listAllDomains")
         return [Domain(self, dom) for dom in found]
 
+    async def describe_domains(self) -> list[DomainRecord]:
+        """Every domain, running or not, with its state and live XML (for inventory scans).
+
+        All the calls run in ONE worker thread (a thread hop per call would cost
+        more than the answers of a local hypervisor).  Cancellable: on
+        cancellation trio moves on and the thread ends by itself.  A domain that
+        vanishes between the listing and its XML is left out.
+        """
+
+        def describe() -> list[DomainRecord]:
+            records = []
+            for dom in self.conn.listAllDomains(0):
+                try:
+                    code, _reason = dom.state()
+                    xml = dom.XMLDesc(0)
+                    records.append(
+                        DomainRecord(Domain(self, dom), DomainState.from_libvirt(code), xml)
+                    )
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                        raise
+            return records
+
+        def run() -> list[DomainRecord]:
+            try:
+                return describe()
+            except libvirt.libvirtError as exc:
+                raise _host_error(exc, f"listing the domains of {self.uri}") from None
+
+        return await trio.to_thread.run_sync(run, abandon_on_cancel=True)
+
     async def define_xml(self, xml: str) -> Domain:
         dom = await _call(self.conn.defineXML, xml, doing="defining the domain")
         return Domain(self, dom)
+
+    # -- facts for pre-migration checks (gagent.host.migration) ------------
+    # These calls raise Unsupported when the driver lacks them (the test://
+    # driver has no compareHypervisorCPU, for instance) and are abandoned on
+    # cancellation, so a per-check timeout always ends the check.
+
+    async def libvirt_version(self) -> int:
+        """libvirt's version on that host, encoded major*1e6 + minor*1e3 + micro."""
+        return await _query(self.conn.getLibVersion, doing="getLibVersion")
+
+    async def hypervisor_type(self) -> str:
+        """The driver's name: 'QEMU', 'TEST', 'Xen'..."""
+        return await _query(self.conn.getType, doing="getType")
+
+    async def hypervisor_version(self) -> int:
+        """The hypervisor's version, encoded as :meth:`libvirt_version`."""
+        return await _query(self.conn.getVersion, doing="getVersion")
+
+    async def capabilities(self) -> str:
+        return await _query(self.conn.getCapabilities, doing="getCapabilities")
+
+    async def free_memory(self) -> int:
+        """Free memory on the host, in bytes."""
+        return await _query(self.conn.getFreeMemory, doing="getFreeMemory")
+
+    async def compare_cpu(
+        self,
+        cpu_xml: str,
+        *,
+        arch: str | None = None,
+        machine: str | None = None,
+        virttype: str | None = None,
+        emulator: str | None = None,
+    ) -> CpuCompatibility:
+        """Can this hypervisor give a guest the CPU ``cpu_xml`` describes? (compareHypervisorCPU)"""
+        code = await _query(
+            self.conn.compareHypervisorCPU, emulator, arch, machine, virttype, cpu_xml, 0,
+            doing="compareHypervisorCPU",
+        )  # fmt: skip
+        return CpuCompatibility.from_libvirt(code)
+
+    async def networks(self) -> list[NetworkInfo]:
+        def run() -> list[NetworkInfo]:
+            return [
+                NetworkInfo(net.name(), bool(net.isActive()), _bridge_name(net))
+                for net in self.conn.listAllNetworks(0)
+            ]
+
+        return await _query(run, doing="listAllNetworks")
+
+    async def interface_names(self) -> list[str]:
+        """Host interfaces libvirt knows (bridges, NICs, bonds...): listAllInterfaces."""
+        return await _query(
+            lambda: [iface.name() for iface in self.conn.listAllInterfaces(0)],
+            doing="listAllInterfaces",
+        )
+
+    async def volume_path_exists(self, path: str) -> bool:
+        """Is ``path`` a volume of one of this host's storage pools?"""
+        return await _exists(
+            lambda: self.conn.storageVolLookupByPath(path), doing=f"looking up volume {path}"
+        )
+
+    async def pool_volume_exists(self, pool: str, volume: str) -> bool:
+        return await _exists(
+            lambda: self.conn.storagePoolLookupByName(pool).storageVolLookupByName(volume),
+            doing=f"looking up volume {volume} in pool {pool}",
+        )
 
 
 @dataclass
@@ -230,6 +335,109 @@ class Domain:
                 ) from None
 
         return await trio.to_thread.run_sync(run, abandon_on_cancel=True)
+
+    # -- pre-migration checks and migration (gagent.host.migration) --------
+
+    async def snapshot_names(self) -> list[str]:
+        """Snapshots libvirt keeps metadata for (listAllSnapshots)."""
+        return await _query(
+            lambda: [snap.getName() for snap in self.dom.listAllSnapshots(0)],
+            doing=f"listing the snapshots of {self.name}",
+        )
+
+    async def job_progress(self) -> JobProgress:
+        """The running job (a migration) as jobInfo reports it."""
+        info = await _query(self.dom.jobInfo, doing=f"job info of {self.name}")
+        return JobProgress.from_libvirt(info)
+
+    async def abort_job(self) -> None:
+        await _query(self.dom.abortJob, doing=f"aborting the job of {self.name}")
+
+    async def migrate(
+        self, destination: Hypervisor, *, flags: int, uri: str | None = None
+    ) -> Domain:
+        """migrate3 to ``destination`` (flags from :func:`migration_flags`); blocks until done.
+
+        ``uri`` is the hypervisor's own migration URI (e.g. tcp://10.0.0.2:49152),
+        when the destination's host name does not lead there.  On cancellation
+        trio moves on but libvirt keeps migrating: :meth:`abort_job` stops it.
+        """
+        params = {libvirt.VIR_MIGRATE_PARAM_URI: uri} if uri else {}
+
+        def run() -> libvirt.virDomain:
+            try:
+                return self.dom.migrate3(destination.conn, params, flags)
+            except libvirt.libvirtError as exc:
+                raise _host_error(
+                    exc, f"migrating {self.name} to {destination.uri}", _error_kind(exc)
+                ) from None
+
+        return Domain(destination, await trio.to_thread.run_sync(run, abandon_on_cancel=True))
+
+    # ------------------------------------------------------------ snapshots
+
+    async def snapshot_create_xml(
+        self,
+        xml: str,
+        *,
+        disk_only: bool = True,
+        atomic: bool = True,
+        no_metadata: bool = False,
+        quiesce: bool = False,
+        abandon_on_cancel: bool = False,
+    ) -> str:
+        """virDomainSnapshotCreateXML with the flags named; returns the snapshot's name.
+
+        libvirt cannot be interrupted: by default a cancelled caller waits for the
+        call to finish; with ``abandon_on_cancel`` it moves on and the worker
+        thread finishes the call by itself.
+        """
+        flags = 0
+        for wanted, flag in (
+            (disk_only, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY),
+            (atomic, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC),
+            (no_metadata, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA),
+            (quiesce, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE),
+        ):
+            if wanted:
+                flags |= flag
+
+        def run() -> str:
+            try:
+                return self.dom.snapshotCreateXML(xml, flags).getName()
+            except libvirt.libvirtError as exc:
+                raise _host_error(exc, f"creating a snapshot of {self.name}") from None
+
+        return await trio.to_thread.run_sync(run, abandon_on_cancel=abandon_on_cancel)
+
+    async def list_snapshots(self) -> list[tuple[str, str, bool]]:
+        """(name, XML, is current) of each snapshot libvirt keeps metadata for."""
+
+        def run() -> list[tuple[str, str, bool]]:
+            return [
+                (snap.getName(), snap.getXMLDesc(0), bool(snap.isCurrent(0)))
+                for snap in self.dom.listAllSnapshots(0)
+            ]
+
+        return await _call(run, doing=f"listing the snapshots of {self.name}")
+
+    async def delete_snapshot(self, name: str, *, metadata_only: bool = False) -> None:
+        """virDomainSnapshotDelete (``metadata_only``: forget it, leave the files alone)."""
+        flags = libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY if metadata_only else 0
+
+        def run() -> None:
+            self.dom.snapshotLookupByName(name, 0).delete(flags)
+
+        await _call(run, doing=f"deleting snapshot {name} of {self.name}")
+
+
+@dataclass(frozen=True)
+class DomainRecord:
+    """One domain as :meth:`Hypervisor.describe_domains` read it: state and live XML."""
+
+    domain: Domain
+    state: DomainState
+    xml: str
 
 
 def _affect(live: bool, config: bool) -> int:
@@ -330,10 +538,15 @@ async def watch_events(hypervisor: Hypervisor, send: trio.MemorySendChannel[Doma
                 pass
 
 
-async def open_hypervisor(uri: str | None = None, *, events: bool = False) -> Hypervisor:
+async def open_hypervisor(
+    uri: str | None = None, *, events: bool = False, cancellable: bool = False
+) -> Hypervisor:
     """Open a connection (see :func:`resolve_uri` for how the URI is chosen).
 
     ``events=True`` sets up libvirt's event loop first, for :func:`watch_events`.
+    ``cancellable=True`` lets a cancellation (a per-host timeout) abandon a
+    connect that hangs (an unanswering ssh host): the worker thread ends by
+    itself, and a connection it opens late is closed when garbage-collected.
     """
     chosen = resolve_uri(uri)
     if events:
@@ -347,5 +560,117 @@ async def open_hypervisor(uri: str | None = None, *, events: bool = False) -> Hy
                 exc, f"cannot connect to {chosen or 'the default hypervisor'}"
             ) from None
 
-    conn = await trio.to_thread.run_sync(connect)
+    conn = await trio.to_thread.run_sync(connect, abandon_on_cancel=cancellable)
     return Hypervisor(conn, conn.getURI())
+
+
+# -- pre-migration checks and migration (gagent.host.migration) -------------
+
+
+class Unsupported(HostError):
+    """The connection's driver does not implement the call (VIR_ERR_NO_SUPPORT)."""
+
+
+class CpuCompatibility(enum.Enum):
+    """compareHypervisorCPU's answer."""
+
+    INCOMPATIBLE = "incompatible"
+    IDENTICAL = "identical"
+    SUPERSET = "superset"
+
+    @classmethod
+    def from_libvirt(cls, code: int) -> CpuCompatibility:
+        if code == libvirt.VIR_CPU_COMPARE_IDENTICAL:
+            return cls.IDENTICAL
+        if code == libvirt.VIR_CPU_COMPARE_SUPERSET:
+            return cls.SUPERSET
+        return cls.INCOMPATIBLE
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    name: str
+    active: bool
+    bridge: str | None
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """A domain job (jobInfo); sizes in bytes, times in milliseconds."""
+
+    kind: str  # none, bounded, unbounded, completed, failed, cancelled
+    elapsed_ms: int
+    remaining_ms: int
+    data_total: int
+    data_processed: int
+    data_remaining: int
+
+    @classmethod
+    def from_libvirt(cls, info: list[int]) -> JobProgress:
+        kinds = ["none", "bounded", "unbounded", "completed", "failed", "cancelled"]
+        kind = kinds[info[0]] if 0 <= info[0] < len(kinds) else f"type {info[0]}"
+        return cls(kind, *(int(v) for v in info[1:6]))
+
+
+def migration_flags(
+    *,
+    live: bool = False,
+    persist_dest: bool = False,
+    undefine_source: bool = False,
+    copy_storage: bool = False,
+) -> int:
+    """libvirt's VIR_MIGRATE_* flags for these options."""
+    flags = 0
+    for wanted, flag in (
+        (live, libvirt.VIR_MIGRATE_LIVE),
+        (persist_dest, libvirt.VIR_MIGRATE_PERSIST_DEST),
+        (undefine_source, libvirt.VIR_MIGRATE_UNDEFINE_SOURCE),
+        (copy_storage, libvirt.VIR_MIGRATE_NON_SHARED_DISK),
+    ):
+        if wanted:
+            flags |= flag
+    return flags
+
+
+def _bridge_name(net: libvirt.virNetwork) -> str | None:
+    try:
+        return net.bridgeName() or None
+    except libvirt.libvirtError:
+        return None  # networks without a bridge (macvtap, hostdev pools)
+
+
+def _error_kind(exc: libvirt.libvirtError) -> type[HostError]:
+    return Unsupported if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT else HostError
+
+
+async def _query(func: Callable[..., T], *args: Any, doing: str) -> T:
+    """Like _call, but Unsupported for VIR_ERR_NO_SUPPORT, and abandoned on cancellation."""
+
+    def run() -> T:
+        try:
+            return func(*args)
+        except libvirt.libvirtError as exc:
+            raise _host_error(exc, doing, _error_kind(exc)) from None
+
+    return await trio.to_thread.run_sync(run, abandon_on_cancel=True)
+
+
+_NOT_FOUND = {
+    libvirt.VIR_ERR_NO_STORAGE_VOL,
+    libvirt.VIR_ERR_NO_STORAGE_POOL,
+    libvirt.VIR_ERR_NO_NETWORK,
+    libvirt.VIR_ERR_NO_INTERFACE,
+}
+
+
+async def _exists(lookup: Callable[[], Any], *, doing: str) -> bool:
+    def run() -> bool:
+        try:
+            lookup()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in _NOT_FOUND:
+                return False
+            raise
+        return True
+
+    return await _query(run, doing=doing)

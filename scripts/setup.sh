@@ -14,6 +14,10 @@ SYSTEM_PACKAGES=(
   libvirt-clients libvirt-daemon libvirt-daemon-driver-qemu
   # the real-guest harness: QEMU (TCG), image tools, initramfs ingredients
   qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs xz-utils zstd
+  # guest packages (.deb/.rpm) and their lint
+  dpkg-dev rpm lintian shellcheck
+  # the shared inventory store's tests run a real PostgreSQL server
+  postgresql
 )
 
 missing=()
@@ -30,5 +34,5 @@ if [ ! -x .venv/bin/python ]; then
   /usr/bin/python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[host,guest,dev]'
+.venv/bin/python -m pip install -q -e '.[host,guest,postgresql,dev]'
 echo "gagent set up: $(.venv/bin/gagent --version)"

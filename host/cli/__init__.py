@@ -40,9 +40,15 @@ from gagent.errors import (
 )
 
 from .agent import agent_group
+
+# Commands are imported under other names than their modules, which would be shadowed.
 from .common import deadline_context
-from .demo import demo
+from .demo import demo as demo_command
 from .domain import channel_group, status, watch
+from .freeze import fsfreeze_group, snapshot_group, thaw_command
+from .inventory import inventory_group
+from .migrate import migrate as migrate_command
+from .migrate import migrate_check
 
 __all__ = ["cli", "main"]
 
@@ -65,10 +71,16 @@ def cli() -> None:
 
 
 cli.add_command(agent_group)
-cli.add_command(demo)
+cli.add_command(demo_command)
 cli.add_command(channel_group)
 cli.add_command(status)
 cli.add_command(watch)
+cli.add_command(migrate_check)
+cli.add_command(migrate_command)
+cli.add_command(fsfreeze_group)
+cli.add_command(snapshot_group)
+cli.add_command(thaw_command)
+cli.add_command(inventory_group)
 
 
 def exit_code_for(error: BaseException) -> int:

@@ -208,3 +208,9 @@ def watch(domain: str | None, connect: str | None, duration: float, interval: fl
             await hypervisor.close()
 
     trio.run(run)
+
+
+# Registered here, after channel_group exists: probe.py imports shared options from this module.
+from .probe import channel_probe  # noqa: E402
+
+channel_group.add_command(channel_probe)
