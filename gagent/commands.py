@@ -66,9 +66,11 @@ ALLOWED_WHILE_FROZEN = frozenset(
     }
 )
 
-#: Commands sent without consulting guest-info (it would cost a round trip for
-#: nothing: every agent has them).
-_ALWAYS_AVAILABLE = frozenset({"guest-ping", "guest-info", "guest-sync", "guest-sync-delimited"})
+#: Commands sent without consulting guest-info: exactly those the freeze allows.
+#: Every agent has ping/info/sync, and status/thaw are sent inside a freeze
+#: window, where a guest-info round trip would lengthen the freeze (an agent
+#: lacking them refuses on its own).
+_ALWAYS_AVAILABLE = ALLOWED_WHILE_FROZEN
 
 
 class AgentCommands:

@@ -132,6 +132,8 @@ async def remove_from_domain(
         return ChannelResult(domain.name, changed, messages, diff)
     live_change = remove_channel(await domain.xml(), name)
     if not live_change.changed:
+        if not persistent:
+            messages.append(live_change.message)
         return ChannelResult(domain.name, changed, messages, diff)
     assert live_change.device_xml is not None
     if dry_run:
@@ -140,6 +142,13 @@ async def remove_from_domain(
     try:
         await domain.detach_device(live_change.device_xml, live=True, config=False)
     except HostError as exc:
+        if not persistent:
+            raise HostError(
+                f"unplugging channel {name} from {domain.name} was refused "
+                f"({exc.libvirt_message or exc}); the domain is transient, so nothing was changed",
+                code=exc.code,
+                libvirt_message=exc.libvirt_message,
+            ) from None
         messages.append(f"unplug refused ({exc.libvirt_message or exc}): gone at the next boot")
         return ChannelResult(domain.name, changed, messages, diff)
     messages.append("unplugged from the running domain")

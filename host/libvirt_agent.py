@@ -20,17 +20,14 @@ from gagent.commands import AgentCommands
 from gagent.errors import AgentUnavailable, ConnectionLost, ProtocolError, error_from_reply
 from gagent.protocol import NO_REPLY_COMMANDS, encode_command
 
-from .virt import Domain, LibvirtAgentError
+from .virt import ERROR_CODES, Domain, LibvirtAgentError
 
 __all__ = ["LibvirtAgent"]
 
-# libvirt error codes (virterror.h) that mean "no agent to talk to"
-_AGENT_UNRESPONSIVE = 86
-_OPERATION_INVALID = 55
-_AGENT_UNSYNCED = 97
-_AGENT_COMMAND_TIMEOUT = 98
-_AGENT_COMMAND_FAILED = 99
-_UNREACHABLE_CODES = {_AGENT_UNRESPONSIVE, _AGENT_UNSYNCED, _AGENT_COMMAND_TIMEOUT}
+_AGENT_UNRESPONSIVE = ERROR_CODES.agent_unresponsive
+_OPERATION_INVALID = ERROR_CODES.operation_invalid
+_UNREACHABLE_CODES = ERROR_CODES.agent_unreachable
+_NO_ROUTE_CODES = ERROR_CODES.no_agent_route
 
 # "unable to execute QEMU agent command 'guest-foo': The command ... has not been found"
 _AGENT_REFUSAL = re.compile(r"unable to execute QEMU agent command '([^']+)': (.*)$", re.S)
@@ -94,6 +91,14 @@ def _map_error(
             f"the guest agent of {domain} is not answering through libvirt: {message}",
             hint="is qemu-ga running in the guest on org.qemu.guest_agent.0?",
         )
+    if exc.code in _NO_ROUTE_CODES:
+        return AgentUnavailable(
+            f"libvirt cannot reach the guest agent of {domain}: {message}",
+            hint=f"add a channel gagent can use: gagent channel add {domain}",
+        )
     if exc.code == _OPERATION_INVALID:
         return AgentUnavailable(f"{domain}: {message}", hint="is the domain running?")
-    return ConnectionLost(f"{domain}: {message}", command=command)
+    if exc.code == ERROR_CODES.internal_error:
+        # "Missing agent reply object" and the like: the conversation broke.
+        return ConnectionLost(f"{domain}: {message}", command=command)
+    return exc  # a libvirt failure, reported as such (with libvirt's code)

@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from gagent.client import open_agent
+import trio
+
+from gagent.client import Agent, open_agent
 from gagent.commands import AgentCommands
 from gagent.errors import AgentUnavailable, UsageError
 
@@ -64,17 +66,28 @@ def choose_route(
             f"domain {domain} is paused: its agent cannot answer",
             hint=f"resume it first (virsh resume {domain})",
         )
+    transport = Transport(transport)
     channels = {c.name: c for c in list_channels(live_xml) if c.target_type == "virtio"}
     ours = channels.get(channel_name)
     theirs = channels.get(LIBVIRT_AGENT_CHANNEL)
-    if transport is Transport.LIBVIRT or (transport is Transport.AUTO and ours is None):
+    if transport is Transport.LIBVIRT:
         if theirs is None:
+            raise AgentUnavailable(
+                f"domain {domain} has no {LIBVIRT_AGENT_CHANNEL} channel for libvirt to relay to",
+                hint=f"add it: gagent channel add {domain} --name {LIBVIRT_AGENT_CHANNEL} "
+                "--libvirt-managed, or use --transport socket",
+            )
+        return AgentRoute(Transport.LIBVIRT, theirs)
+    if transport is Transport.AUTO and theirs is not None and theirs.state != "disconnected":
+        # ours first; libvirt's when ours is missing or nobody in the guest opened it
+        if ours is None or ours.state == "disconnected":
+            return AgentRoute(Transport.LIBVIRT, theirs)
+    if ours is None:
+        if transport is Transport.AUTO:
             raise AgentUnavailable(
                 f"domain {domain} has no agent channel ({channel_name} or {LIBVIRT_AGENT_CHANNEL})",
                 hint=f"add one: gagent channel add {domain}",
             )
-        return AgentRoute(Transport.LIBVIRT, theirs)
-    if ours is None:
         raise AgentUnavailable(
             f"domain {domain} has no channel named {channel_name}",
             hint=f"add one: gagent channel add {domain} --name {channel_name}",
@@ -115,6 +128,26 @@ async def resolve(
     return domain, route
 
 
+#: How long the first sync may take on a channel whose state libvirt does not
+#: know yet (hot-plugged, never opened by the guest): a live agent answers in ms.
+UNKNOWN_STATE_SYNC_LIMIT = 2.0
+
+
+async def _first_sync(agent: Agent, domain: str, route: AgentRoute) -> None:
+    if route.channel.state is not None:
+        await agent.sync()
+        return
+    with trio.move_on_after(UNKNOWN_STATE_SYNC_LIMIT):
+        await agent.sync()
+        return
+    raise AgentUnavailable(
+        f"channel {route.channel.name} of domain {domain} did not answer within "
+        f"{UNKNOWN_STATE_SYNC_LIMIT:g}s and libvirt reports no state for it yet: "
+        "nothing in the guest seems to have the port open",
+        hint="is qemu-ga running in the guest on that port? run 'gagent-guest check' there",
+    )
+
+
 @asynccontextmanager
 async def open_domain_agent(
     ref: str,
@@ -135,8 +168,9 @@ async def open_domain_agent(
         domain, route = await resolve(hv, ref, transport=transport, channel_name=channel_name)
         if route.transport is Transport.SOCKET:
             assert route.socket_path is not None
-            async with open_agent(route.socket_path) as agent:
+            async with open_agent(route.socket_path, sync=False) as agent:
                 agent.name = route.describe(domain.name)
+                await _first_sync(agent, domain.name, route)
                 yield agent
         else:
             agent = LibvirtAgent(domain)

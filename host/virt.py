@@ -36,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 __all__ = [
     "DEFAULT_URI",
+    "ERROR_CODES",
     "CpuCompatibility",
     "Domain",
     "DomainEvent",
@@ -57,6 +58,38 @@ T = TypeVar("T")
 
 #: The embedded default for demos and tests: built into libvirt, no daemon.
 DEFAULT_URI = "test:///default"
+
+
+@dataclass(frozen=True)
+class _ErrorCodes:
+    """libvirt error codes others need, looked up by name (numbers differ between releases)."""
+
+    agent_unresponsive: int
+    operation_invalid: int
+    no_domain: int
+    internal_error: int
+    #: no agent to talk to: not connected, not synced, timed out
+    agent_unreachable: frozenset[int]
+    #: no agent route at all: the driver cannot relay, or no agent channel is configured
+    no_agent_route: frozenset[int]
+
+
+ERROR_CODES = _ErrorCodes(
+    agent_unresponsive=libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+    operation_invalid=libvirt.VIR_ERR_OPERATION_INVALID,
+    no_domain=libvirt.VIR_ERR_NO_DOMAIN,
+    internal_error=libvirt.VIR_ERR_INTERNAL_ERROR,
+    agent_unreachable=frozenset(
+        code
+        for code in (
+            libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+            getattr(libvirt, "VIR_ERR_AGENT_UNSYNCED", None),
+            getattr(libvirt, "VIR_ERR_AGENT_COMMAND_TIMEOUT", None),
+        )
+        if code is not None
+    ),
+    no_agent_route=frozenset({libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED}),
+)
 
 
 class DomainNotFound(HostError):
@@ -111,6 +144,8 @@ def _host_error(
 ) -> HostError:
     code = exc.get_error_code()
     message = exc.get_error_message() or str(exc)
+    if kind is HostError and code == libvirt.VIR_ERR_NO_DOMAIN:
+        kind = DomainNotFound  # e.g. a domain that vanished while we looked at it
     return kind(f"{doing}: {message}", code=code, libvirt_message=message)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import trio
 
 from .channel import list_channels
-from .virt import Domain, DomainEvent, Hypervisor, watch_events
+from .virt import Domain, DomainEvent, DomainNotFound, Hypervisor, watch_events
 
 __all__ = ["ChangeEvent", "channel_states", "watch"]
 
@@ -66,7 +66,10 @@ async def watch(
     async def poll_once() -> None:
         domains = [await hypervisor.lookup(only)] if only else await hypervisor.domains()
         for dom in domains:
-            states = await channel_states(dom)
+            try:
+                states = await channel_states(dom)
+            except DomainNotFound:
+                states = {}  # gone since the listing (transient domain destroyed, undefined)
             before = known.get(dom.name)
             known[dom.name] = states
             if before is None:

@@ -448,7 +448,7 @@ async def test_thaw_if_frozen(autojump_clock: Any) -> None:
             async with frozen(agent) as record:  # usable again
                 pass
     # guest-info is cached again when frozen() needs it
-    assert fake.commands == [SYNC, INFO, STATUS, THAW, STATUS, INFO, STATUS, FREEZE, THAW, STATUS]
+    assert fake.commands == [SYNC, STATUS, THAW, STATUS, STATUS, INFO, FREEZE, THAW, STATUS]
     assert record.confirmed and fake.state == "thawed"
 
 

@@ -15,6 +15,8 @@ Exit codes::
     6   the agent answered with an error
     7   connection lost or protocol violation
     8   libvirt/host error
+    9   a thaw could not be confirmed: the guest may still be frozen
+    10  migrate-check: a check failed (11: warnings refused, 12: migration failed)
     130 interrupted
 """
 
@@ -38,6 +40,7 @@ from gagent.errors import (
     ProtocolError,
     UsageError,
 )
+from gagent.freeze import ThawUnconfirmed
 
 from .agent import agent_group
 
@@ -61,6 +64,7 @@ EXIT_UNAVAILABLE = 5
 EXIT_AGENT_ERROR = 6
 EXIT_CONNECTION = 7
 EXIT_HOST = 8
+EXIT_THAW_UNCONFIRMED = 9
 EXIT_INTERRUPTED = 130
 
 
@@ -86,6 +90,7 @@ cli.add_command(inventory_group)
 def exit_code_for(error: BaseException) -> int:
     """The exit code of a library error (most specific class first)."""
     table: list[tuple[type[BaseException], int]] = [
+        (ThawUnconfirmed, EXIT_THAW_UNCONFIRMED),
         (UsageError, EXIT_USAGE),
         (AgentUnavailable, EXIT_UNREACHABLE),
         (CommandUnavailable, EXIT_UNAVAILABLE),
@@ -115,7 +120,13 @@ def _single(group: BaseExceptionGroup) -> BaseException | None:
             leaves.append(exc)
 
     collect(group)
-    return leaves[0] if len(leaves) == 1 else None
+    if len(leaves) == 1:
+        return leaves[0]
+    # Several tasks failed (e.g. on one lost connection): the first gagent error
+    # says what went wrong; anything else is a bug and keeps its traceback.
+    if leaves and all(isinstance(leaf, GagentError) for leaf in leaves):
+        return leaves[0]
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

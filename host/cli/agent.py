@@ -15,6 +15,8 @@ from gagent import transfer
 from gagent.client import open_agent
 from gagent.commands import AgentCommands
 from gagent.errors import UsageError
+from gagent.freeze import freeze as freeze_and_hold
+from gagent.freeze import thaw as thaw_and_confirm
 from gagent.host.channel import GAGENT_CHANNEL
 
 from .common import Output, parse_json_object, run_with_deadline
@@ -214,17 +216,22 @@ def fsfreeze_status(options: AgentOptions) -> None:
 @click.option("--mountpoint", "mountpoints", multiple=True, help="Freeze only these (repeat).")
 @pass_options
 def fsfreeze_freeze(options: AgentOptions, mountpoints: tuple[str, ...]) -> None:
-    """Freeze filesystems (thaw them with 'fsfreeze thaw')."""
-    count = options.run(lambda agent: agent.fsfreeze_freeze(list(mountpoints) or None))
-    options.output.emit({"frozen": count}, lambda v: f"froze {v['frozen']} filesystem(s)")
+    """Freeze filesystems and leave them frozen (thaw with 'fsfreeze thaw').
+
+    Any failure (no reply, timeout, Ctrl-C, nothing frozen) thaws before exiting.
+    """
+    record = options.run(
+        lambda agent: freeze_and_hold(agent, list(mountpoints) or None, domain=options.target)
+    )
+    options.output.emit({"frozen": record.frozen}, lambda v: f"froze {v['frozen']} filesystem(s)")
 
 
 @fsfreeze.command("thaw")
 @pass_options
 def fsfreeze_thaw(options: AgentOptions) -> None:
-    """Thaw frozen filesystems."""
-    count = options.run(lambda agent: agent.fsfreeze_thaw())
-    options.output.emit({"thawed": count}, lambda v: f"thawed {v['thawed']} filesystem(s)")
+    """Thaw frozen filesystems and confirm with fsfreeze-status."""
+    record = options.run(lambda agent: thaw_and_confirm(agent, domain=options.target))
+    options.output.emit({"thawed": record.thawed}, lambda v: f"thawed {v['thawed']} filesystem(s)")
 
 
 @agent_group.command("exec", context_settings={"ignore_unknown_options": True})

@@ -137,7 +137,13 @@ def channel_list(domain: str, connect: str | None, as_json: bool) -> None:
 @click.argument("domain")
 @connect_option
 @json_option
-@click.option("--timeout", type=click.FloatRange(min=0), default=5.0, show_default=True)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for the agent (0: no deadline).",
+)
 def status(domain: str, connect: str | None, as_json: bool, timeout: float) -> int:
     """One line: DOMAIN's power state and whether its agent answers (exit 3 if not)."""
     from gagent.errors import GagentError
@@ -150,7 +156,7 @@ def status(domain: str, connect: str | None, as_json: bool, timeout: float) -> i
             dom = await hypervisor.lookup(domain)
             report: dict[str, Any] = {"domain": dom.name, "state": (await dom.state()).value}
             try:
-                with trio.fail_after(timeout):
+                with trio.fail_after(timeout or float("inf")):  # 0: no deadline, as elsewhere
                     async with open_domain_agent(dom.name, hypervisor=hypervisor) as agent:
                         start = time.perf_counter()
                         await agent.ping()
@@ -163,7 +169,9 @@ def status(domain: str, connect: str | None, as_json: bool, timeout: float) -> i
         finally:
             await hypervisor.close()
 
-    report = run_with_deadline(probe, seconds=timeout + DEFAULT_TIMEOUT, target=domain)
+    report = run_with_deadline(
+        probe, seconds=timeout + DEFAULT_TIMEOUT if timeout else 0, target=domain
+    )
 
     def human(r: dict[str, Any]) -> str:
         if r["agent"]:

@@ -50,14 +50,6 @@ async def test_hotplug_channel_then_unplug(main_domain):
         await hv.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a hot-plugged gagent channel that nothing in the guest has opened has no "
-    "state in libvirt's live XML (libvirt sets one on the guest's first open/close); "
-    "reach.choose_route only refuses state 'disconnected', so open_domain_agent connects and "
-    "waits in its initial sync until the caller's deadline (TooSlowError; with no deadline, "
-    "forever) instead of raising AgentUnavailable",
-)
 async def test_hotplugged_channel_with_nobody_in_the_guest(main_domain):
     name, uri = main_domain.name, main_domain.uri
     path = main_domain.socket_path.parent / "hotplug-idle.sock"

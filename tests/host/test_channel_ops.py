@@ -331,12 +331,6 @@ TRANSIENT_CHANNEL = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: remove_from_domain on a running TRANSIENT domain whose unplug is refused "
-    "returns success with 'unplug refused (...): gone at the next boot' although nothing "
-    "changed and a transient domain has no next boot (add_to_domain raises in that case)",
-)
 async def test_remove_from_transient_domain_refused_says_nothing_changed(conn, hv, make_domain):
     name = make_domain(TRANSIENT_CHANNEL, persistent=False)
     before = xmls(conn, name)
@@ -352,11 +346,6 @@ async def test_remove_from_transient_domain_refused_says_nothing_changed(conn, h
         assert "nothing was changed" in str(result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: remove_from_domain on a running TRANSIENT domain without the channel "
-    "returns no message at all (the CLI prints an empty line)",
-)
 async def test_remove_absent_channel_from_transient_domain_says_so(hv, make_domain):
     name = make_domain(persistent=False)
     with trio.fail_after(TIMEOUT):

@@ -309,12 +309,6 @@ def test_map_uses_str_when_libvirt_message_is_missing():
     assert type(mapped(exc)) is CommandNotFound
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _map_error has no case for 'no agent route' refusals: VIR_ERR_NO_SUPPORT "
-    "(driver without qemuAgentCommand) and VIR_ERR_ARGUMENT_UNSUPPORTED ('QEMU guest agent "
-    "is not configured') become ConnectionLost (exit 7)",
-)
 @pytest.mark.parametrize(
     ("code", "message"),
     [
@@ -330,12 +324,6 @@ def test_map_no_agent_route_is_not_connection_lost(code, message):
     assert message in str(err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: libvirt_agent._AGENT_COMMAND_TIMEOUT = 98 is VIR_ERR_LIBSSH in libvirt's "
-    "virterror.h (and 99 is VIR_ERR_DEVICE_MISSING): a libssh transport failure is "
-    "reported as 'is qemu-ga running in the guest?'",
-)
 def test_map_libssh_transport_error_is_not_an_agent_problem():
     assert libvirt.VIR_ERR_LIBSSH == 98
     err = mapped(libvirt_error("libssh transport error: Socket error: Connection reset", 98))

@@ -119,12 +119,6 @@ def test_ours_disconnected(transport):
     assert "gagent-guest check" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: transport=auto does not fall back to libvirt's connected "
-    "org.qemu.guest_agent.0 when gagent's own channel is disconnected "
-    "(reach.py docstring: 'ours first; else libvirt's ... When neither works the error says why')",
-)
 def test_auto_falls_back_to_libvirt_when_ours_is_disconnected():
     xml = live(channel(GAGENT_CHANNEL, path="/run/a.sock", state="disconnected"), THEIRS)
     route = choose_route("vm", RUNNING, xml)
@@ -142,12 +136,6 @@ def test_explicit_libvirt_transport_without_libvirt_channel():
     assert LIBVIRT_AGENT_CHANNEL in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with --transport libvirt and only gagent's channel, the hint says "
-    "'add one: gagent channel add vm' (which would add the channel the domain already has) "
-    "instead of how to add org.qemu.guest_agent.0 (--name ... --libvirt-managed)",
-)
 def test_explicit_libvirt_transport_hint_names_the_missing_channel():
     with pytest.raises(AgentUnavailable) as info:
         choose_route("vm", RUNNING, live(OURS), transport=Transport.LIBVIRT)
@@ -300,11 +288,6 @@ async def test_open_domain_agent_libvirt_route_builds_a_libvirt_agent(make_domai
         await hv.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: libvirt_agent._map_error turns VIR_ERR_NO_SUPPORT (driver without "
-    "qemuAgentCommand, e.g. test://, lxc://) into ConnectionLost (exit 7, 'connection lost')",
-)
 async def test_open_domain_agent_libvirt_route_unsupported_driver_is_not_connection_lost(
     make_domain,
 ):

@@ -269,7 +269,7 @@ async def test_take_snapshot_thaws_on_connect_and_reconnects(tmp_path: Path) -> 
     assert result.thawed_on_connect and result.freeze.reconnected
     assert domain.frozen_during_call == "frozen"
     assert fake.commands == [
-        SYNC, INFO, STATUS, THAW, STATUS,  # thaw on connect: found frozen, thawed
+        SYNC, STATUS, THAW, STATUS,  # thaw on connect: found frozen, thawed
         INFO, FREEZE, THAW,  # the snapshot; the connection is lost at the thaw...
         SYNC, THAW, STATUS,  # ... which goes over a new one
     ]  # fmt: skip

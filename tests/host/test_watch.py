@@ -254,12 +254,6 @@ async def test_watch_events_reports_definitions_from_another_connection(conn):
         await hv.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: watch() over all domains dies with HostError ('state of X: Domain not "
-    "found') when a domain listed by Hypervisor.domains() is gone before channel_states() "
-    "reads it (transient domains destroyed, domains undefined while watching)",
-)
 async def test_watch_all_survives_a_domain_vanishing_after_listing(conn, monkeypatch):
     """The race made deterministic: the real listing, then the domain is destroyed
     (through another real connection) before watch() looks at it."""

@@ -271,13 +271,6 @@ def test_status_silent_agent_times_out_exit_3(capsys, make_domain, tmp_path):
     assert json.loads(out)["reason"] == "no answer within 0.3s"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: 'gagent status DOMAIN --timeout 0' reports 'agent unreachable: no answer "
-    "within 0s' (exit 3) for an agent that answers: 0 is trio.fail_after(0), while for "
-    "'gagent agent' --timeout 0 means no deadline (README); either accept 0 as 'none' or "
-    "refuse it as bad usage",
-)
 def test_status_timeout_zero_is_not_unreachable(capsys, qemu_ga, make_domain):
     name = make_domain(unix_channel(GAGENT_CHANNEL, str(qemu_ga.socket_path)))
     code, _out, _err = run(capsys, "status", name, "-c", URI, "--timeout", "0")
