@@ -22,7 +22,7 @@ import argparse
 import subprocess
 import time
 
-BENCHMARKS = ("roundtrip", "fanout", "copy")
+BENCHMARKS = ("roundtrip", "fanout", "copy", "freeze_overhead", "inventory_scan")
 
 
 def main() -> int:

@@ -301,17 +301,21 @@ async def open_agent(
     *,
     sync: bool = True,
     max_reply_size: int = DEFAULT_MAX_REPLY_SIZE,
+    thaw_on_connect: bool = False,
 ) -> AsyncIterator[Agent]:
     """Connect to an agent's unix socket, sync, and close it on exit.
 
     A channel serves one client at a time, so the socket is released as soon
-    as the block ends, also on error or cancellation.
+    as the block ends, also on error or cancellation.  ``thaw_on_connect``
+    thaws a guest found frozen (left so by a crashed earlier run), logging it.
     """
     stream = await connect_unix(path)
     agent = Agent(stream, max_reply_size=max_reply_size, name=os.fspath(path))
     try:
         if sync:
             await agent.sync()
+        if thaw_on_connect:
+            await _thaw_if_frozen(agent)
         yield agent
     finally:
         await trio.aclose_forcefully(stream)
@@ -324,9 +328,18 @@ async def open_agent_over(
     sync: bool = True,
     max_reply_size: int = DEFAULT_MAX_REPLY_SIZE,
     name: str | None = None,
+    thaw_on_connect: bool = False,
 ) -> AsyncIterator[Agent]:
     """Use a stream the caller owns (and closes): memory streams, serial ports..."""
     agent = Agent(stream, max_reply_size=max_reply_size, name=name)
     if sync:
         await agent.sync()
+    if thaw_on_connect:
+        await _thaw_if_frozen(agent)
     yield agent
+
+
+async def _thaw_if_frozen(agent: Agent) -> None:
+    from .freeze import thaw_if_frozen  # freeze builds on this module
+
+    await thaw_if_frozen(agent, domain=agent.name)

@@ -79,8 +79,9 @@ def choose_route(
             )
         return AgentRoute(Transport.LIBVIRT, theirs)
     if transport is Transport.AUTO and theirs is not None and theirs.state != "disconnected":
-        # ours first; libvirt's when ours is missing or nobody in the guest opened it
-        if ours is None or ours.state == "disconnected":
+        # ours first; libvirt's when ours is missing, or is the default channel and
+        # nobody in the guest opened it (a channel named on purpose is not swapped)
+        if ours is None or (ours.state == "disconnected" and channel_name == GAGENT_CHANNEL):
             return AgentRoute(Transport.LIBVIRT, theirs)
     if ours is None:
         if transport is Transport.AUTO:

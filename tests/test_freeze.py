@@ -461,3 +461,20 @@ async def test_bad_mountpoints_are_refused_before_sending(autojump_clock: Any) -
                     async with frozen(agent, bad):
                         pass
     assert fake.commands == [SYNC]
+
+
+@pytest.mark.parametrize("left_frozen", [True, False])
+async def test_thaw_on_connect_option_of_the_client(autojump_clock: Any, left_frozen: bool) -> None:
+    fake = FreezableFake()
+    if left_frozen:
+        fake.state, fake._held = "frozen", 2  # left frozen by a crashed run
+    with trio.fail_after(DEADLINE):
+        async with (
+            fake_over_memory(fake) as stream,
+            open_agent_over(stream, name="vm1", thaw_on_connect=True) as agent,
+        ):
+            assert not agent.frozen
+            await agent.ping()
+    expected = [SYNC, STATUS, THAW, STATUS] if left_frozen else [SYNC, STATUS]
+    assert fake.commands == [*expected, "guest-ping"]
+    assert fake.state == "thawed"
