@@ -77,7 +77,7 @@ async def add_to_domain(
     if persistent:
         old = await domain.xml(inactive=True)
         change = add_channel(old, spec, libvirt_managed=libvirt_managed)
-        messages.append(change.message + ("" if change.changed else " in the definition"))
+        messages.append(_say(change.message, change.changed, dry_run, "added", "would add"))
         diff = xml_diff(old, change.xml)
         if change.changed and not dry_run:
             await domain.hypervisor.define_xml(change.xml)
@@ -123,7 +123,7 @@ async def remove_from_domain(
     if persistent:
         old = await domain.xml(inactive=True)
         change = remove_channel(old, name)
-        messages.append(change.message + ("" if change.changed else " in the definition"))
+        messages.append(_say(change.message, change.changed, dry_run, "removed", "would remove"))
         diff = xml_diff(old, change.xml)
         if change.changed and not dry_run:
             await domain.hypervisor.define_xml(change.xml)
@@ -153,3 +153,11 @@ async def remove_from_domain(
         return ChannelResult(domain.name, changed, messages, diff)
     messages.append("unplugged from the running domain")
     return ChannelResult(domain.name, True, messages, diff, live=True)
+
+
+def _say(message: str, changed: bool, dry_run: bool, done: str, would: str) -> str:
+    if not changed:
+        return f"{message} in the definition"
+    if dry_run:
+        return f"dry run, nothing changed: {message.replace(done, would, 1)}"
+    return message

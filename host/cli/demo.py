@@ -74,9 +74,36 @@ async def _agent_report(socket_path: str) -> list[str]:
     return lines
 
 
+async def _libvirt_report() -> list[str]:
+    from gagent.host.channel import ChannelSpec
+    from gagent.host.channel_ops import add_to_domain
+    from gagent.host.virt import DEFAULT_URI, open_hypervisor
+
+    lines: list[str] = []
+    with trio.fail_after(DEMO_TIMEOUT):
+        hypervisor = await open_hypervisor(DEFAULT_URI)
+        try:
+            rows = []
+            for domain in await hypervisor.domains():
+                rows.append((domain.name, (await domain.state()).value, domain.uuid))
+            lines.append(f"libvirt {hypervisor.uri} (built in, no daemon):")
+            lines.append(format_table(["domain", "state", "uuid"], rows))
+            if rows:
+                first = await hypervisor.lookup(rows[0][0])
+                result = await add_to_domain(first, ChannelSpec(), dry_run=True)
+                lines.append("")
+                lines.append(f"gagent channel add {first.name} --dry-run:")
+                lines.append(result.diff.rstrip())
+                lines.append(str(result))
+        finally:
+            await hypervisor.close()
+    return lines
+
+
 @click.command("demo")
 def demo() -> None:
-    """Start a local qemu-ga (dangerous RPCs blocked) and show what gagent reads from it."""
+    """Show gagent on embedded defaults: a local qemu-ga (dangerous RPCs blocked) and libvirt's
+    built-in test:///default."""
     with tempfile.TemporaryDirectory(prefix="gagent-demo-") as workdir:
         with local_qemu_ga(workdir) as agent:
             click.echo(
@@ -85,3 +112,6 @@ def demo() -> None:
             )
             for line in trio.run(_agent_report, str(agent.socket_path)):
                 click.echo(line)
+    click.echo("")
+    for line in trio.run(_libvirt_report):
+        click.echo(line)

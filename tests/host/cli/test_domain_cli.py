@@ -100,7 +100,10 @@ def test_channel_add_dry_run_prints_diff_and_changes_nothing(capsys, conn, make_
     assert out.startswith("--- current\n+++ proposed\n@@ ")
     assert f"+      <target type='virtio' name='{GAGENT_CHANNEL}'/>\n" in out
     assert "+    <controller type='virtio-serial' index='0'/>\n" in out
-    assert f"added channel {GAGENT_CHANNEL} (unix socket chosen by libvirt)" in out
+    assert (
+        f"dry run, nothing changed: would add channel {GAGENT_CHANNEL} "
+        "(unix socket chosen by libvirt)"
+    ) in out
     assert "would hot-plug into the running domain:" in out
 
 
@@ -132,7 +135,7 @@ def test_channel_add_list_remove_on_inactive_domain(capsys, conn, make_domain, t
     code, out, _ = run(capsys, "channel", "remove", name, "-c", URI, "--dry-run")
     assert code == 0 and xmls(conn, name) == before
     assert f"-      <source mode='bind' path='{path}'/>\n" in out
-    assert out.endswith(f"removed channel {GAGENT_CHANNEL}\n")
+    assert out.endswith(f"dry run, nothing changed: would remove channel {GAGENT_CHANNEL}\n")
 
     assert run(capsys, "channel", "remove", name, "-c", URI) == (
         0, f"removed channel {GAGENT_CHANNEL}\n", "",
