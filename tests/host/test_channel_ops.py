@@ -8,11 +8,10 @@ which exercises the "takes effect at the next boot" paths for real.
 
 from __future__ import annotations
 
-import uuid
-
 import libvirt
 import pytest
 import trio
+from libvirt_domains import INACTIVE, xmls
 
 from gagent.errors import HostError, UsageError
 from gagent.host.channel import (
@@ -26,49 +25,6 @@ from gagent.host.channel_ops import add_to_domain, channels_of, remove_from_doma
 from gagent.host.virt import DEFAULT_URI, Hypervisor, open_hypervisor
 
 TIMEOUT = 10
-INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
-
-
-def domain_xml(name: str, devices: str = "") -> str:
-    return (
-        f"<domain type='test'>\n  <name>{name}</name>\n  <memory unit='KiB'>65536</memory>\n"
-        f"  <os>\n    <type>hvm</type>\n  </os>\n  <devices>\n{devices}  </devices>\n</domain>\n"
-    )
-
-
-@pytest.fixture
-def conn():
-    c = libvirt.open(DEFAULT_URI)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def make_domain(conn):
-    names: list[str] = []
-
-    def make(devices: str = "", *, start: bool = True, persistent: bool = True) -> str:
-        name = f"gagent-ops-{uuid.uuid4().hex[:10]}"
-        if persistent:
-            dom = conn.defineXML(domain_xml(name, devices))
-            if start:
-                dom.create()
-        else:
-            conn.createXML(domain_xml(name, devices), 0)
-        names.append(name)
-        return name
-
-    yield make
-    for name in names:
-        try:
-            dom = conn.lookupByName(name)
-        except libvirt.libvirtError:
-            continue
-        persistent = dom.isPersistent()
-        if dom.isActive():
-            dom.destroy()
-        if persistent:
-            dom.undefine()
 
 
 @pytest.fixture
@@ -76,11 +32,6 @@ async def hv():
     hypervisor = await open_hypervisor(DEFAULT_URI)
     yield hypervisor
     await hypervisor.close()
-
-
-def xmls(conn: libvirt.virConnect, name: str) -> tuple[str, str]:
-    dom = conn.lookupByName(name)
-    return dom.XMLDesc(0), dom.XMLDesc(INACTIVE)
 
 
 def names_in(xml: str) -> list[str | None]:

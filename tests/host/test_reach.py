@@ -4,9 +4,7 @@ against libvirt's test driver, with the real qemu-ga (fixture) behind a channel 
 from __future__ import annotations
 
 import socket
-import uuid
 
-import libvirt
 import pytest
 import trio
 
@@ -190,40 +188,6 @@ def test_transport_values():
 
 
 # ------------------------------------------------------ open_domain_agent
-
-
-def domain_xml(name: str, devices: str = "") -> str:
-    return (
-        f"<domain type='test'><name>{name}</name><memory unit='KiB'>65536</memory>"
-        f"<os><type>hvm</type></os><devices>{devices}</devices></domain>"
-    )
-
-
-@pytest.fixture
-def conn():
-    c = libvirt.open(DEFAULT_URI)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def make_domain(conn):
-    names: list[str] = []
-
-    def make(devices: str = "", *, start: bool = True) -> str:
-        name = f"gagent-reach-{uuid.uuid4().hex[:10]}"
-        dom = conn.defineXML(domain_xml(name, devices))
-        if start:
-            dom.create()
-        names.append(name)
-        return name
-
-    yield make
-    for name in names:
-        dom = conn.lookupByName(name)
-        if dom.isActive():
-            dom.destroy()
-        dom.undefine()
 
 
 async def test_open_domain_agent_without_channels():

@@ -16,6 +16,7 @@ import uuid
 import libvirt
 import pytest
 import trio
+from libvirt_domains import domain_xml, unique
 
 from gagent.errors import HostError
 from gagent.host.virt import (
@@ -28,54 +29,6 @@ from gagent.host.virt import (
 )
 
 TIMEOUT = 10
-
-
-def unique(prefix: str = "gagent-virt") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def domain_xml(name: str, devices: str = "") -> str:
-    return (
-        f"<domain type='test'>\n  <name>{name}</name>\n  <memory unit='KiB'>65536</memory>\n"
-        f"  <os>\n    <type>hvm</type>\n  </os>\n  <devices>\n{devices}  </devices>\n</domain>\n"
-    )
-
-
-@pytest.fixture
-def conn():
-    """A connection to test:///default held for the test (keeps the shared state alive)."""
-    c = libvirt.open(DEFAULT_URI)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def make_domain(conn):
-    """Factory: a new test domain (persistent or transient, running or not), cleaned up."""
-    names: list[str] = []
-
-    def make(*, start: bool = True, persistent: bool = True, name: str | None = None) -> str:
-        name = name or unique()
-        if persistent:
-            dom = conn.defineXML(domain_xml(name))
-            if start:
-                dom.create()
-        else:
-            conn.createXML(domain_xml(name), 0)
-        names.append(name)
-        return name
-
-    yield make
-    for name in names:
-        try:
-            dom = conn.lookupByName(name)
-        except libvirt.libvirtError:
-            continue
-        persistent = dom.isPersistent()
-        if dom.isActive():
-            dom.destroy()
-        if persistent:
-            dom.undefine()
 
 
 # ------------------------------------------------------------------ resolve_uri

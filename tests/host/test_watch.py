@@ -17,6 +17,7 @@ from functools import partial
 import libvirt
 import pytest
 import trio
+from libvirt_domains import domain_xml
 
 from gagent.host.channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
 from gagent.host.virt import (
@@ -38,43 +39,6 @@ CHANNELS = (
     f"<target type='virtio' name='{LIBVIRT_AGENT_CHANNEL}'/></channel>"
     "<channel type='pty'><target type='guestfwd' address='10.0.2.1' port='4600'/></channel>"
 )
-
-
-def domain_xml(name: str, devices: str = "") -> str:
-    return (
-        f"<domain type='test'><name>{name}</name><memory unit='KiB'>65536</memory>"
-        f"<os><type>hvm</type></os><devices>{devices}</devices></domain>"
-    )
-
-
-@pytest.fixture
-def conn():
-    c = libvirt.open(DEFAULT_URI)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def make_domain(conn):
-    names: list[str] = []
-
-    def make(devices: str = "", *, start: bool = True) -> str:
-        name = f"gagent-watch-{uuid.uuid4().hex[:10]}"
-        dom = conn.defineXML(domain_xml(name, devices))
-        if start:
-            dom.create()
-        names.append(name)
-        return name
-
-    yield make
-    for name in names:
-        try:
-            dom = conn.lookupByName(name)
-        except libvirt.libvirtError:
-            continue
-        if dom.isActive():
-            dom.destroy()
-        dom.undefine()
 
 
 async def wait_for(

@@ -9,16 +9,15 @@ import os
 import re
 import socket
 import threading
-import uuid
 
 import libvirt
 import pytest
+from libvirt_domains import xmls
 
 from gagent.host.channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL, list_channels
 from gagent.host.cli import main
 
 URI = "test:///default"
-INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -34,58 +33,11 @@ def error_line(err: str) -> str:
     return lines[0]
 
 
-def domain_xml(name: str, devices: str = "") -> str:
-    return (
-        f"<domain type='test'>\n  <name>{name}</name>\n  <memory unit='KiB'>65536</memory>\n"
-        f"  <os>\n    <type>hvm</type>\n  </os>\n  <devices>\n{devices}  </devices>\n</domain>\n"
-    )
-
-
 def unix_channel(name: str, path: str) -> str:
     return (
         f"    <channel type='unix'>\n      <source mode='bind' path='{path}'/>\n"
         f"      <target type='virtio' name='{name}'/>\n    </channel>\n"
     )
-
-
-@pytest.fixture
-def conn():
-    c = libvirt.open(URI)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def make_domain(conn):
-    names: list[str] = []
-
-    def make(devices: str = "", *, start: bool = True, persistent: bool = True) -> str:
-        name = f"gagent-dcli-{uuid.uuid4().hex[:10]}"
-        if persistent:
-            dom = conn.defineXML(domain_xml(name, devices))
-            if start:
-                dom.create()
-        else:
-            conn.createXML(domain_xml(name, devices), 0)
-        names.append(name)
-        return name
-
-    yield make
-    for name in names:
-        try:
-            dom = conn.lookupByName(name)
-        except libvirt.libvirtError:
-            continue
-        persistent = dom.isPersistent()
-        if dom.isActive():
-            dom.destroy()
-        if persistent:
-            dom.undefine()
-
-
-def xmls(conn, name: str) -> tuple[str, str]:
-    dom = conn.lookupByName(name)
-    return dom.XMLDesc(0), dom.XMLDesc(INACTIVE)
 
 
 # --------------------------------------------------------------------- channel
