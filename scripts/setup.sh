@@ -12,8 +12,12 @@ SYSTEM_PACKAGES=(
   qemu-guest-agent
   # libvirt: clients (virsh, virt-xml-validate), a daemon with the QEMU driver
   libvirt-clients libvirt-daemon libvirt-daemon-driver-qemu
+  # virt-xml-validate (the golden XML tests) runs xmllint: only a Recommends of libvirt-clients
+  libxml2-utils
   # the real-guest harness: QEMU (TCG), image tools, initramfs ingredients
   qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs xz-utils zstd
+  # the systemd guest (stock Debian with our .deb installed) is debootstrapped
+  debootstrap
   # guest packages (.deb/.rpm) and their lint
   dpkg-dev rpm lintian shellcheck
   # the shared inventory store's tests run a real PostgreSQL server
