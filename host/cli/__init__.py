@@ -1,8 +1,8 @@
 """The ``gagent`` command line.
 
 Thin by design: commands parse arguments, call the library, render results.
-Library errors become one-line messages and exit codes here, in :func:`main`,
-and nowhere else.
+Library errors and click's own usage errors become one-line messages and exit
+codes here, in :func:`main`, and nowhere else.
 
 Exit codes::
 
@@ -22,7 +22,9 @@ Exit codes::
 
 from __future__ import annotations
 
+import shlex
 import sys
+from gettext import gettext
 
 import click
 import trio
@@ -129,6 +131,76 @@ def _single(group: BaseExceptionGroup) -> BaseException | None:
     return None
 
 
+def _context_of(error: click.UsageError) -> click.Context | None:
+    """The context the usage error is about.
+
+    Click's parser raises some errors (an option missing its value) without one:
+    then the innermost click frame that had a context was parsing for it.
+    """
+    if error.ctx is not None:
+        return error.ctx
+    found = None
+    tb = error.__traceback__
+    while tb is not None:
+        ctx = tb.tb_frame.f_locals.get("ctx")
+        if isinstance(ctx, click.Context):
+            found = ctx
+        tb = tb.tb_next
+    return found
+
+
+def _missing_command(error: click.UsageError, ctx: click.Context) -> bool:
+    """Whether click stopped at a group that was given no subcommand.
+
+    Click >= 8.2 raises ``NoArgsIsHelpError`` when a group got no words at all (as
+    ``gagent agent vm1`` leaves it once DOMAIN is taken); with only options
+    (``gagent agent --socket PATH``) it fails with its own "Missing command.".
+    """
+    if not isinstance(ctx.command, click.Group):
+        return False
+    no_args = getattr(click.exceptions, "NoArgsIsHelpError", None)
+    if no_args is not None and isinstance(error, no_args):
+        return True
+    # The same gettext call as click's, so translations match too.
+    return ctx.invoked_subcommand is None and error.message == gettext("Missing command.")
+
+
+def _usage_error(error: click.UsageError, words: list[str]) -> int:
+    """Report a click usage error on one line, naming the --help of the subcommand typed."""
+    ctx = _context_of(error)
+    if ctx is None:
+        print(f"gagent: error: {error.format_message().removesuffix('.')}", file=sys.stderr)
+        return EXIT_USAGE
+    missing = _missing_command(error, ctx)
+    names: list[str] = []
+    node: click.Context | None = ctx
+    while node is not None and node.parent is not None:
+        names.insert(0, node.info_name or "")
+        node = node.parent
+    if missing and list(words) == names:
+        # Nothing typed but command names (``gagent``, ``gagent agent``): show the help.
+        click.echo(ctx.get_help(), err=True, color=ctx.color)
+        return EXIT_USAGE
+    if missing:
+        group = ctx.command
+        assert isinstance(group, click.Group)
+        choices = [
+            name
+            for name in group.list_commands(ctx)
+            if not getattr(group.get_command(ctx, name), "hidden", False)
+        ]
+        typed = shlex.join([ctx.find_root().info_name or "gagent", *words])
+        message = f"missing COMMAND after '{typed}' (one of: {', '.join(choices)})"
+    else:
+        message = error.format_message().removesuffix(".")
+    hint = ""
+    help_names = ctx.command.get_help_option_names(ctx)
+    if help_names and ctx.command.get_help_option(ctx) is not None:
+        hint = f" (see: {ctx.command_path} {max(help_names, key=len)})"
+    print(f"gagent: error: {message}{hint}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, map every error to a message and an exit code."""
     try:
@@ -142,8 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             raise single from None
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.UsageError as exc:
+        return _usage_error(exc, sys.argv[1:] if argv is None else argv)
     except click.ClickException as exc:
-        exc.show()
+        print(f"gagent: error: {exc.format_message()}", file=sys.stderr)
         return EXIT_USAGE
     except (click.Abort, KeyboardInterrupt):
         print("gagent: interrupted", file=sys.stderr)

@@ -454,3 +454,17 @@ def test_entry_point_subprocess_error(tmp_path):
     )  # fmt: skip
     assert (proc.returncode, proc.stdout) == (3, "")
     error_line(proc.stderr)
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["freeze"], "No such command 'freeze'. Did you mean 'fsfreeze'? (see: gagent --help)"),
+        (["agent", "vm1"], "missing COMMAND after 'gagent agent vm1' (one of: call, "),
+    ],
+)
+def test_entry_point_subprocess_usage_error(argv, line):
+    proc = subprocess.run([str(GAGENT), *argv], capture_output=True, text=True, timeout=TIMEOUT)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert "Usage:" not in proc.stderr
+    assert error_line(proc.stderr).startswith(f"gagent: error: {line}")

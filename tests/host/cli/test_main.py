@@ -186,35 +186,181 @@ def test_main_lets_bugs_through(command):
 
 # ------------------------------------------------------------------- click usage
 
+AGENT_COMMANDS = (
+    "call, copy-from, copy-to, disks, exec, fsfreeze, fsinfo, hostname, info, interfaces, "
+    "osinfo, ping, time, users"
+)
+
+# (argv, the whole stderr line): click's message, then the --help of the command typed.
+USAGE_ERRORS = [
+    pytest.param(
+        ["freeze"],
+        "No such command 'freeze'. Did you mean 'fsfreeze'? (see: gagent --help)",
+        id="unknown-command",
+    ),
+    pytest.param(
+        ["agent", "vm1", "pingx"],
+        "No such command 'pingx'. Did you mean 'ping'? (see: gagent agent --help)",
+        id="unknown-agent-command",
+    ),
+    pytest.param(
+        ["agent", "--bogus", "ping"],
+        "No such option '--bogus' (see: gagent agent --help)",
+        id="unknown-option",
+    ),
+    pytest.param(
+        ["status", "--bogus", "vm1"],
+        "No such option '--bogus' (see: gagent status --help)",
+        id="unknown-option-of-command",
+    ),
+    pytest.param(
+        ["status"], "Missing argument 'DOMAIN' (see: gagent status --help)", id="missing-argument"
+    ),
+    pytest.param(
+        ["agent", "vm1", "exec"],
+        "Missing argument 'ARGV...' (see: gagent agent exec --help)",
+        id="missing-argument-nested",
+    ),
+    pytest.param(
+        ["agent", "--socket", "/x", "--timeout", "-1", "ping"],
+        "Invalid value for '--timeout': -1.0 is not in the range x>=0 (see: gagent agent --help)",
+        id="invalid-value",
+    ),
+    pytest.param(
+        ["agent", "--socket", "/x", "--timeout", "soon", "ping"],
+        "Invalid value for '--timeout': 'soon' is not a valid float range"
+        " (see: gagent agent --help)",
+        id="invalid-value-type",
+    ),
+    pytest.param(
+        ["agent", "--timeout"],
+        "Option '--timeout' requires an argument (see: gagent agent --help)",
+        id="option-without-value",
+    ),
+    pytest.param(
+        ["agent", "--socket", "/x", "exec", "--input"],
+        "Option '--input' requires an argument (see: gagent agent exec --help)",
+        id="option-without-value-nested",
+    ),
+    pytest.param(
+        ["agent", "--socket", "/x", "ping", "extra"],
+        "Got unexpected extra argument (extra) (see: gagent agent ping --help)",
+        id="extra-argument",
+    ),
+    pytest.param(
+        ["agent", "vm1"],
+        f"missing COMMAND after 'gagent agent vm1' (one of: {AGENT_COMMANDS})"
+        " (see: gagent agent --help)",
+        id="group-without-command",
+    ),
+    pytest.param(
+        ["agent", "--socket", "/x", "--json"],
+        f"missing COMMAND after 'gagent agent --socket /x --json' (one of: {AGENT_COMMANDS})"
+        " (see: gagent agent --help)",
+        id="group-with-options-without-command",
+    ),
+    pytest.param(
+        ["agent", "vm1", "fsfreeze"],
+        "missing COMMAND after 'gagent agent vm1 fsfreeze' (one of: freeze, status, thaw)"
+        " (see: gagent agent fsfreeze --help)",
+        id="subgroup-without-command",
+    ),
+]
+
+
+@pytest.mark.parametrize(("argv", "line"), USAGE_ERRORS)
+def test_usage_errors_are_one_line_exit_2(capsys, argv, line):
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert "Usage:" not in err
+    assert error_line(err) == f"gagent: error: {line}"
+
+
+def test_usage_errors_read_the_command_line_without_argv(capsys, monkeypatch):
+    """The installed entry point calls main() without argv: the words come from sys.argv."""
+    monkeypatch.setattr("sys.argv", ["gagent", "agent", "vm1"])
+    code = main()
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert error_line(err).startswith("gagent: error: missing COMMAND after 'gagent agent vm1' ")
+
+
+def test_usage_error_raised_by_a_command(capsys, monkeypatch):
+    def callback():
+        raise click.UsageError("give DOMAIN, or --socket PATH")
+
+    monkeypatch.setitem(cli.commands, "boom", click.Command("boom", callback=callback))
+    code, out, err = run(capsys, "boom")
+    assert (code, out) == (2, "")
+    assert (
+        error_line(err) == "gagent: error: give DOMAIN, or --socket PATH (see: gagent boom --help)"
+    )
+
+
+def test_other_click_errors_are_one_line(capsys, monkeypatch):
+    def callback():
+        raise click.FileError("/nope", hint="it is not there")
+
+    monkeypatch.setitem(cli.commands, "boom", click.Command("boom", callback=callback))
+    code, out, err = run(capsys, "boom")
+    assert (code, out) == (2, "")
+    assert error_line(err) == "gagent: error: Could not open file '/nope': it is not there"
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        ([], "Usage: gagent [OPTIONS] COMMAND [ARGS]..."),
+        (["agent"], "Usage: gagent agent [OPTIONS] [DOMAIN] COMMAND [ARGS]..."),
+        (["agent", "fsfreeze"], "Usage: gagent agent fsfreeze [OPTIONS] COMMAND [ARGS]..."),
+        (["channel"], "Usage: gagent channel [OPTIONS] COMMAND [ARGS]..."),
+    ],
+)
+def test_bare_group_prints_its_help(capsys, argv, usage):
+    """Nothing typed but command names: the help, on stderr, with the usage exit code."""
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert err.startswith(usage)
+    assert "\nCommands:\n" in err
+    assert "gagent: error:" not in err
+
 
 def test_help(capsys):
-    code, out, _ = run(capsys, "--help")
-    assert code == 0
+    code, out, err = run(capsys, "--help")
+    assert (code, err) == (0, "")
     assert out.startswith("Usage: gagent [OPTIONS] COMMAND [ARGS]...")
     for name in ("agent", "channel", "demo", "status", "watch"):
         assert f"\n  {name} " in out
 
 
 def test_short_help_option(capsys):
-    code, out, _ = run(capsys, "agent", "-h")
-    assert code == 0
+    code, out, err = run(capsys, "agent", "-h")
+    assert (code, err) == (0, "")
     assert "Usage: gagent agent [OPTIONS] [DOMAIN] COMMAND [ARGS]..." in out
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "usage"),
     [
-        (["no-such-command"], "No such command 'no-such-command'"),
-        (["agent", "--bogus", "ping"], "No such option '--bogus'"),
-        (["agent", "--socket", "/x", "--timeout", "-1", "ping"], "Invalid value for '--timeout'"),
-        (["agent", "--socket", "/x"], "Missing command"),
-        (["status"], "Missing argument 'DOMAIN'"),
+        (["agent", "--help"], "Usage: gagent agent [OPTIONS] [DOMAIN] COMMAND [ARGS]..."),
+        (["agent", "vm1", "--help"], "Usage: gagent agent [OPTIONS] [DOMAIN] COMMAND [ARGS]..."),
+        (["agent", "vm1", "exec", "--help"], "Usage: gagent agent exec [OPTIONS] ARGV..."),
+        (["agent", "fsfreeze", "-h"], "Usage: gagent agent fsfreeze [OPTIONS] COMMAND [ARGS]..."),
+        (["status", "--help"], "Usage: gagent status [OPTIONS] DOMAIN"),
+        (["snapshot", "create", "--help"], "Usage: gagent snapshot create [OPTIONS] DOMAIN NAME"),
     ],
 )
-def test_usage_errors_exit_2(capsys, argv, message):
+def test_help_of_subcommands(capsys, argv, usage):
     code, out, err = run(capsys, *argv)
-    assert (code, out) == (2, "")
-    assert f"Error: {message}" in err
+    assert (code, err) == (0, "")
+    assert out.startswith(usage)
+    assert "\nOptions:\n" in out
+
+
+def test_version(capsys):
+    code, out, err = run(capsys, "--version")
+    assert (code, err) == (0, "")
+    assert out.startswith("gagent, version ")
 
 
 # ----------------------------------------------------------------------- _single
