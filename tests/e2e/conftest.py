@@ -21,6 +21,12 @@ Session fixtures:
   it), ``org.qemu.guest_agent.0`` (libvirt-owned, qemu-ga on it too) and
   ``org.gagent.idle.0`` (socket, but nothing in the guest opens it).
 
+``guest_deb``, ``systemd_image`` and ``systemd_domain`` are the packaging's
+proof: the .deb from scripts/build-packages.sh installed with ``dpkg -i`` into
+a stock Debian systemd guest (harness/image/systemd_image.py), booted with our
+socket channel and libvirt's, each served by qemu-ga through udev and systemd
+alone.
+
 Per-test fixtures: ``doomed_domain`` (booted, for a test that destroys it) and
 ``shut_off_domain`` (defined, never started).  The e2e tests are moved to the
 end of the run, so the session fixtures end with them.
@@ -48,7 +54,7 @@ import subprocess
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,16 +63,20 @@ import pytest
 import trio
 from harness.image.boot import AgentConnection, AgentTimeout, domain_xml
 from harness.image.build import BuildError, GuestImage, build_image, repo_python_trees
+from harness.image.systemd_image import SystemdImage, build_systemd_image, root_overlay
 from harness.libvirtd.daemon import LibvirtDaemon, LibvirtdError, running_libvirtd
 
 from gagent.host.channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL, ChannelSpec
 from gagent.host.channel_ops import add_to_domain
 from gagent.host.virt import open_hypervisor
 
+REPO = Path(__file__).resolve().parents[2]
 #: A channel gagent adds but no agent in the guest opens (its state stays 'disconnected').
 IDLE_CHANNEL = "org.gagent.idle.0"
 MAIN_DOMAIN = "gagent-e2e-main"
 MAIN_HOSTNAME = "e2e-main-guest"
+SYSTEMD_DOMAIN = "gagent-e2e-systemd"
+SYSTEMD_HOSTNAME = "e2e-systemd-guest"
 #: Bounds for booting: normally ~6 s to a connected channel under TCG.
 CHANNEL_TIMEOUT = 120.0
 SYNC_TIMEOUT = 30.0
@@ -88,7 +98,9 @@ def _missing_requirements() -> list[str]:
     missing = []
     if os.geteuid() != 0:
         missing.append("root (the private libvirtd mounts things in its own namespace)")
-    for tool in ("qemu-system-x86_64", "qemu-img", "unshare", "apt-get", "dpkg-deb", "mke2fs"):
+    tools = ("qemu-system-x86_64", "qemu-img", "unshare", "apt-get", "dpkg-deb", "mke2fs",
+             "debootstrap", "chroot")  # fmt: skip
+    for tool in tools:
         if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
             missing.append(tool)
     if not os.access("/usr/sbin/libvirtd", os.X_OK):
@@ -293,12 +305,16 @@ def define_domain(
     served: Sequence[str] | None = None,
     memory_mib: int = 512,
     vcpus: int = 2,
+    extra_cmdline: str = "",
+    make_disk: Callable[[Path], tuple[Path, str]] | None = None,
 ) -> E2EDomain:
     """Define ``name`` (not started); gagent's add_to_domain adds its channels.
 
     ``socket_channels`` get a unix socket under ``workdir``; ``libvirt_channel``
     adds libvirt's own org.qemu.guest_agent.0; ``served`` (default: all of
     them) goes to the kernel command line, so the guest runs qemu-ga there.
+    ``make_disk(workdir)`` makes the domain's first disk and returns (path,
+    format); by default it is a copy of the image's data disk template.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     sockdir = workdir / "s"
@@ -311,8 +327,11 @@ def define_domain(
             path.unlink()
     all_channels = [*socket_channels, *([LIBVIRT_AGENT_CHANNEL] if libvirt_channel else [])]
     served = tuple(all_channels if served is None else served)
-    disk = workdir / "data.ext4"
-    shutil.copyfile(image.data_disk_template, disk)
+    if make_disk is None:
+        disk, disk_format = workdir / "data.ext4", "raw"
+        shutil.copyfile(image.data_disk_template, disk)
+    else:
+        disk, disk_format = make_disk(workdir)
     serial_log = workdir / "serial.log"
     xml = domain_xml(
         image,
@@ -323,6 +342,8 @@ def define_domain(
         hostname=hostname or name,
         memory_mib=memory_mib,
         vcpus=vcpus,
+        extra_cmdline=extra_cmdline,
+        disk_format=disk_format,
     )
     conn.defineXML(xml)
 
@@ -489,6 +510,63 @@ def shut_off_domain(libvirt_conn, libvirt_daemon, guest_image, e2e_workdir) -> I
         yield domain
     finally:
         remove_domain(domain)
+
+
+@pytest.fixture(scope="session")
+def guest_deb(e2e_host, tmp_path_factory) -> Path:
+    """The gagent-guest .deb, built by the project's script (lintian runs in tests/guest)."""
+    out = tmp_path_factory.mktemp("deb")
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts/build-packages.sh"), "--no-lint", "--out", str(out), "deb"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    debs = sorted(out.glob("gagent-guest_*_all.deb"))
+    if proc.returncode != 0 or len(debs) != 1:
+        pytest.fail(f"e2e: building the .deb failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return debs[0]
+
+
+@pytest.fixture(scope="session")
+def systemd_image(guest_deb) -> SystemdImage:
+    try:
+        image = build_systemd_image(guest_deb)
+    except BuildError as exc:
+        pytest.fail(f"e2e: the systemd guest could not be built: {exc}")
+    record("systemd_image_build_s", image.build_seconds)
+    record("systemd_image_cached", image.cached)
+    return image
+
+
+@pytest.fixture(scope="session")
+def systemd_domain(libvirt_conn, libvirt_daemon, systemd_image, e2e_workdir) -> Iterator[E2EDomain]:
+    """The stock-Debian guest with our .deb: our socket channel and libvirt's, both
+    served by qemu-ga through udev and systemd alone (its disk: an overlay)."""
+
+    def overlay(workdir: Path) -> tuple[Path, str]:
+        return root_overlay(systemd_image, workdir / "root.qcow2"), "qcow2"
+
+    with booted_domain(
+        libvirt_conn,
+        libvirt_daemon,
+        systemd_image,
+        e2e_workdir / "systemd",
+        SYSTEMD_DOMAIN,
+        hostname=SYSTEMD_HOSTNAME,
+        socket_channels=(GAGENT_CHANNEL,),
+        served=(GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL),
+        extra_cmdline=f"systemd.hostname={SYSTEMD_HOSTNAME}",
+        make_disk=overlay,
+    ) as domain:
+        yield domain
+
+
+@pytest.fixture
+def e2e_record():
+    """record(key, value): a timing for the "gagent e2e" summary."""
+    return record
 
 
 # ------------------------------------------------------------------ reporting

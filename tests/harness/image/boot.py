@@ -449,10 +449,12 @@ def domain_xml(
     memory_mib: int = 512,
     vcpus: int = 2,
     extra_cmdline: str = "",
+    disk_format: str = "raw",
 ) -> str:
     """Minimal libvirt domain XML (TCG, direct kernel boot) for the e2e image.
 
-    ``data_disk`` must be this domain's own copy of ``image.data_disk_template``.
+    ``data_disk`` must be this domain's own copy of ``image.data_disk_template``
+    (or, with ``disk_format='qcow2'``, an overlay on it).
     There is no <channel>: the caller adds its own (a virtio-serial controller
     is already there for it).  ``ports`` only goes into the kernel command line
     (``gagent.ports=``) so the guest starts qemu-ga on those port names.
@@ -485,7 +487,7 @@ def domain_xml(
     if emulator:
         ET.SubElement(dev, "emulator").text = emulator
     disk = ET.SubElement(dev, "disk", type="file", device="disk")
-    ET.SubElement(disk, "driver", name="qemu", type="raw")
+    ET.SubElement(disk, "driver", name="qemu", type=disk_format)
     ET.SubElement(disk, "source", file=str(Path(data_disk).resolve()))
     ET.SubElement(disk, "target", dev="vda", bus="virtio")
     ET.SubElement(dev, "controller", type="virtio-serial", index="0")

@@ -1000,16 +1000,21 @@ def _locked(cache_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def prune_entries(cache_dir: Path, prefix: str, count: int, keep: set[Path]) -> None:
+    """Remove all but the ``count`` newest ``prefix*`` entries (never one in ``keep``)."""
+    entries = sorted(
+        (p for p in cache_dir.glob(prefix + "*") if p.is_dir()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in entries[count:]:
+        if old not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def _prune(cache_dir: Path, keep: set[Path]) -> None:
     for prefix in ("base-", "image-"):
-        entries = sorted(
-            (p for p in cache_dir.glob(prefix + "*") if p.is_dir()),
-            key=lambda p: p.stat().st_mtime,
-            reverse=True,
-        )
-        for old in entries[KEEP_ENTRIES:]:
-            if old not in keep:
-                shutil.rmtree(old, ignore_errors=True)
+        prune_entries(cache_dir, prefix, KEEP_ENTRIES, keep)
     for junk in cache_dir.glob(".tmp-*"):
         # left by a crashed build (we hold the lock, so no build is running)
         shutil.rmtree(junk, ignore_errors=True)
