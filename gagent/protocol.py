@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_MAX_REPLY_SIZE",
     "NEED_DATA",
     "NO_REPLY_COMMANDS",
+    "REPLY_SIZE_FLOORS",
     "SENTINEL",
     "Closed",
     "ErrorReply",
@@ -53,6 +54,13 @@ SENTINEL: Final = b"\xff"
 #: count (48 MiB) with ~64 MiB of base64; 16 MiB is ample for everything else
 #: and keeps a confused peer from eating the host's memory.
 DEFAULT_MAX_REPLY_SIZE: Final = 16 * 1024 * 1024
+
+#: Replies whose legitimate size is known to exceed that default get at least
+#: this much room, whatever ``max_reply_size`` says: qemu-ga keeps up to 16 MiB
+#: of each of a program's stdout and stderr (GUEST_EXEC_MAX_OUTPUT) and sends
+#: both base64-encoded in one guest-exec-status reply (~43 MiB), so a program
+#: with a lot of output must not turn into a ReplyTooLarge.
+REPLY_SIZE_FLOORS: Final = {"guest-exec-status": 48 * 1024 * 1024}
 
 #: Commands qemu-ga answers only on failure (``success-response: false``).
 NO_REPLY_COMMANDS: Final = frozenset(
@@ -150,6 +158,7 @@ class QGAConnection:
         if max_reply_size <= 0:
             raise UsageError("max_reply_size must be positive")
         self.max_reply_size = max_reply_size
+        self._reply_limit = max_reply_size  # for the reply in flight (see REPLY_SIZE_FLOORS)
         self.state = State.IDLE
         #: True until a sync has succeeded, and again after anything that may
         #: leave an unread reply in the stream.
@@ -180,6 +189,10 @@ class QGAConnection:
         data = encode_command(name, arguments)
         self.command = name
         self.state = State.AWAIT_REPLY
+        floor = REPLY_SIZE_FLOORS.get(name)
+        self._reply_limit = (
+            self.max_reply_size if floor is None else max(floor, self.max_reply_size)
+        )
         return data
 
     def send_sync(self, sync_id: int) -> bytes:
@@ -195,6 +208,7 @@ class QGAConnection:
         # A sync may interrupt anything: what was in flight is abandoned.
         self.state = State.AWAIT_SYNC
         self.command = "guest-sync-delimited"
+        self._reply_limit = self.max_reply_size
         self._sync_id = sync_id
         self._seen_sentinel = False
         self.needs_sync = True
@@ -279,11 +293,11 @@ class QGAConnection:
     def _take_line(self) -> bytes | None:
         """The next complete reply line, or None.
 
-        Raises ReplyTooLarge when the line is longer than ``max_reply_size``,
-        whether it arrived in one piece or not (the verdict must not depend on
-        how the bytes were chunked).
+        Raises ReplyTooLarge when the line is longer than ``max_reply_size``
+        (or the command's floor), whether it arrived in one piece or not (the
+        verdict must not depend on how the bytes were chunked).
         """
-        limit = self.max_reply_size
+        limit = self._reply_limit
         newline = self._buffer.find(b"\n", self._scan_from)
         if newline < 0:
             self._scan_from = len(self._buffer)
@@ -303,7 +317,7 @@ class QGAConnection:
         # (which skips to the next 0xFF) can get past it.
         self._fail()
         self._clear_buffer()
-        raise ReplyTooLarge(self.max_reply_size, command=command)
+        raise ReplyTooLarge(self._reply_limit, command=command)
 
     def _fail(self) -> None:
         """What was in flight is over, and the stream cannot be trusted."""

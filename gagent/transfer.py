@@ -301,7 +301,8 @@ async def run_program(
     If the caller gives up (timeout, cancellation) the program keeps running in
     the guest: qemu-ga cannot kill it.  qemu-ga keeps at most 16 MiB of each
     output stream (the ``*_truncated`` flags say so); a reply carrying that
-    much is ~43 MiB of base64, over the client's default max_reply_size.
+    much is ~43 MiB of base64, which the codec allows for guest-exec-status
+    whatever the client's max_reply_size (``protocol.REPLY_SIZE_FLOORS``).
     """
     if isinstance(argv, str | bytes) or not argv:
         raise UsageError("argv must be a non-empty list of strings (program first)")

@@ -7,6 +7,7 @@ bytes were chunked.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -18,7 +19,9 @@ from hypothesis import strategies as st
 
 from gagent.errors import ConnectionLost, ProtocolError, ReplyTooLarge, UsageError
 from gagent.protocol import (
+    DEFAULT_MAX_REPLY_SIZE,
     NEED_DATA,
+    REPLY_SIZE_FLOORS,
     SENTINEL,
     Closed,
     ErrorReply,
@@ -400,6 +403,51 @@ def test_sync_memory_is_bounded_after_a_bogus_sentinel() -> None:
         assert len(conn._buffer) <= 65536 + 4096
     conn.receive_data(OUR_SYNC)
     assert conn.next_event() == SyncReply(SYNC_ID)
+
+
+def test_exec_status_gets_room_for_the_output_qemu_ga_keeps() -> None:
+    # qemu-ga keeps 16 MiB of each stream and base64s both into one reply.
+    out = base64.b64encode(b"o" * (16 << 20)).decode()
+    err = base64.b64encode(b"e" * (16 << 20)).decode()
+    status = {"exited": True, "exitcode": 0, "out-data": out, "err-data": err}
+    line = json.dumps({"return": status}).encode() + b"\n"
+    assert len(line) > DEFAULT_MAX_REPLY_SIZE * 2
+    conn = synced()
+    conn.send_command("guest-exec-status", {"pid": 7})
+    for start in range(0, len(line), 1 << 20):
+        conn.receive_data(line[start : start + (1 << 20)])
+    assert conn.next_event() == Reply(status)
+    # ... while the same bytes for any other command are still too large
+    conn.send_command("guest-file-read", {"handle": 1, "count": 1})
+    conn.receive_data(line)
+    with pytest.raises(ReplyTooLarge) as info:
+        conn.next_event()
+    assert info.value.limit == DEFAULT_MAX_REPLY_SIZE
+
+
+def test_exec_status_floor_is_a_bound_too_and_never_lowers_a_larger_limit() -> None:
+    floor = REPLY_SIZE_FLOORS["guest-exec-status"]
+    conn = synced()
+    conn.send_command("guest-exec-status", {"pid": 7})
+    conn.receive_data(b'{"return": "' + b"a" * floor)
+    with pytest.raises(ReplyTooLarge) as info:
+        conn.next_event()
+    assert info.value.limit == floor and info.value.command == "guest-exec-status"
+
+    larger = synced(max_reply_size=floor * 2)
+    larger.send_command("guest-exec-status", {"pid": 7})
+    larger.receive_data(_reply_of_line_length(floor + 100))
+    assert larger.next_event() == Reply("a" * (floor + 100 - 14))
+    # the floor lasts for that one reply: the next command has the configured bound
+    small = synced(max_reply_size=LIMIT)
+    small.send_command("guest-exec-status", {"pid": 7})
+    small.receive_data(_reply_of_line_length(LIMIT * 4))
+    assert small.next_event() == Reply("a" * (LIMIT * 4 - 14))
+    small.send_command("guest-info")
+    small.receive_data(_reply_of_line_length(LIMIT + 1))
+    with pytest.raises(ReplyTooLarge) as info:
+        small.next_event()
+    assert info.value.limit == LIMIT
 
 
 def test_max_reply_size_must_be_positive() -> None:

@@ -103,3 +103,17 @@ async def test_exec_output_and_exit_code(main_domain):
 
             env = await run_program(agent, ["/bin/sh", "-c", "echo $E2E"], env={"E2E": "yes"})
             assert env.stdout == b"yes\n"
+
+
+async def test_exec_output_past_the_default_reply_bound(main_domain):
+    # qemu-ga keeps 16 MiB of stdout and 16 MiB of stderr: its guest-exec-status
+    # reply (~43 MiB of base64) is larger than the client's default bound.
+    script = "head -c 17000000 /dev/zero; head -c 17000000 /dev/zero | tr '\\0' e >&2"
+    with trio.fail_after(300):
+        async with open_domain_agent(main_domain.name, uri=main_domain.uri) as agent:
+            assert isinstance(agent, Agent)
+            result = await run_program(agent, ["/bin/sh", "-c", script])
+            assert result.succeeded, (result.exit_code, result.signal)
+            assert result.stdout == b"\0" * (16 << 20) and result.stdout_truncated
+            assert result.stderr == b"e" * (16 << 20) and result.stderr_truncated
+            assert await agent.host_name() == main_domain.hostname  # the stream is still in step
