@@ -11,7 +11,9 @@ changes domains makes its own (unique name, undefined at the end).
 
 from __future__ import annotations
 
+import ast
 import uuid
+from pathlib import Path
 
 import libvirt
 import pytest
@@ -19,39 +21,57 @@ import trio
 from libvirt_domains import domain_xml, unique
 
 from gagent.errors import HostError
+from gagent.host import virt, virt_calls, virt_types
 from gagent.host.virt import (
     DEFAULT_URI,
     DomainNotFound,
     DomainState,
     LibvirtAgentError,
     open_hypervisor,
-    resolve_uri,
 )
 
 TIMEOUT = 10
+HOST = Path(__file__).resolve().parents[2] / "host"
 
 
-# ------------------------------------------------------------------ resolve_uri
+# --------------------------------------------------------------- the boundary
 
 
-def test_resolve_uri_explicit_wins_over_environment(monkeypatch):
-    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", "qemu:///session")
-    assert resolve_uri("test:///default") == "test:///default"
+def _imports_libvirt(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        else:
+            continue
+        if any(name.split(".")[0] in ("libvirt", "libvirt_qemu") for name in names):
+            return True
+    return False
 
 
-def test_resolve_uri_falls_back_to_environment(monkeypatch):
-    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", "qemu:///session")
-    assert resolve_uri(None) == "qemu:///session"
+def test_only_virt_calls_imports_libvirt():
+    # even under TYPE_CHECKING: the rest of host/ goes through gagent.host.virt
+    importers = [
+        str(p.relative_to(HOST)) for p in sorted(HOST.rglob("*.py")) if _imports_libvirt(p)
+    ]
+    assert importers == ["virt_calls.py"]
 
 
-def test_resolve_uri_none_lets_libvirt_choose(monkeypatch):
-    monkeypatch.delenv("LIBVIRT_DEFAULT_URI", raising=False)
-    assert resolve_uri(None) is None
+def test_the_libvirt_import_check_can_fail(tmp_path):
+    for source in ("import libvirt_qemu\n", "if x:\n    from libvirt import virDomain\n"):
+        (tmp_path / "m.py").write_text(source)
+        assert _imports_libvirt(tmp_path / "m.py")
+    (tmp_path / "m.py").write_text("from .libvirt import x\nimport libvirtish\n")
+    assert not _imports_libvirt(tmp_path / "m.py")
 
 
-def test_resolve_uri_empty_environment_is_none(monkeypatch):
-    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", "")
-    assert resolve_uri(None) is None
+def test_virt_exports_the_names_its_helper_modules_hold():
+    # callers import everything from gagent.host.virt, wherever it lives
+    assert all(hasattr(virt, name) for name in virt.__all__)
+    assert set(virt_types.__all__) <= set(virt.__all__)
+    assert virt.watch_events is virt_calls.watch_events
+    assert virt.ERROR_CODES is virt_calls.ERROR_CODES
 
 
 async def test_open_hypervisor_uses_environment_uri(monkeypatch):
@@ -171,34 +191,7 @@ async def test_domains_lists_ours(make_domain):
     assert {running, stopped, "test"} <= names
 
 
-# ------------------------------------------------------------------- DomainState
-
-
-@pytest.mark.parametrize(
-    ("code", "state"),
-    [
-        (libvirt.VIR_DOMAIN_NOSTATE, DomainState.NOSTATE),
-        (libvirt.VIR_DOMAIN_RUNNING, DomainState.RUNNING),
-        (libvirt.VIR_DOMAIN_BLOCKED, DomainState.BLOCKED),
-        (libvirt.VIR_DOMAIN_PAUSED, DomainState.PAUSED),
-        (libvirt.VIR_DOMAIN_SHUTDOWN, DomainState.SHUTDOWN),
-        (libvirt.VIR_DOMAIN_SHUTOFF, DomainState.SHUTOFF),
-        (libvirt.VIR_DOMAIN_CRASHED, DomainState.CRASHED),
-        (libvirt.VIR_DOMAIN_PMSUSPENDED, DomainState.PMSUSPENDED),
-    ],
-)
-def test_domain_state_from_libvirt_constants(code, state):
-    assert DomainState.from_libvirt(code) is state
-
-
-@pytest.mark.parametrize("code", [-1, 8, 99])
-def test_domain_state_unknown_codes_are_nostate(code):
-    assert DomainState.from_libvirt(code) is DomainState.NOSTATE
-
-
-def test_domain_state_is_active():
-    active = {s for s in DomainState if s.is_active}
-    assert active == {DomainState.RUNNING, DomainState.BLOCKED, DomainState.PAUSED}
+# ----------------------------------------------------------------- live states
 
 
 async def test_live_states_follow_the_domain(conn, make_domain):

@@ -1,0 +1,367 @@
+"""The only module in gagent that imports libvirt: how gagent.host.virt calls it.
+
+libvirt-python blocks, so every call runs in a worker thread
+(``trio.to_thread.run_sync``); a ``libvirt.libvirtError`` becomes a
+:class:`~gagent.errors.HostError` (or a subclass) that keeps libvirt's error
+code and message.  Everything that names libvirt lives here: the import, that
+error translation, the error codes, flags and parameters, connecting, the
+event loop and event callbacks.  ``host/virt.py`` builds its
+:class:`~gagent.host.virt.Hypervisor` and :class:`~gagent.host.virt.Domain`
+on these; the rest of gagent.host talks to gagent.host.virt, not to this module.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid as uuid_module
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+
+import trio
+
+from gagent.errors import HostError
+
+from .virt_types import DomainEvent, DomainNotFound, LibvirtAgentError, Unsupported
+
+try:
+    import libvirt
+    import libvirt_qemu
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "gagent.host needs libvirt-python: pip install 'gagent[host]' "
+        "(Debian: apt-get install libvirt-dev pkg-config gcc python3-dev first)"
+    ) from exc
+
+if TYPE_CHECKING:
+    from .virt import Hypervisor
+
+T = TypeVar("T")
+
+#: libvirt's handles, for annotations elsewhere (host/virt.py)
+VirConnect: TypeAlias = libvirt.virConnect
+VirDomain: TypeAlias = libvirt.virDomain
+
+
+@dataclass(frozen=True)
+class _ErrorCodes:
+    """libvirt error codes others need, looked up by name (numbers differ between releases)."""
+
+    agent_unresponsive: int
+    operation_invalid: int
+    no_domain: int
+    internal_error: int
+    #: no agent to talk to: not connected, not synced, timed out
+    agent_unreachable: frozenset[int]
+    #: no agent route at all: the driver cannot relay, or no agent channel is configured
+    no_agent_route: frozenset[int]
+
+
+ERROR_CODES = _ErrorCodes(
+    agent_unresponsive=libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+    operation_invalid=libvirt.VIR_ERR_OPERATION_INVALID,
+    no_domain=libvirt.VIR_ERR_NO_DOMAIN,
+    internal_error=libvirt.VIR_ERR_INTERNAL_ERROR,
+    agent_unreachable=frozenset(
+        code
+        for code in (
+            libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+            getattr(libvirt, "VIR_ERR_AGENT_UNSYNCED", None),
+            getattr(libvirt, "VIR_ERR_AGENT_COMMAND_TIMEOUT", None),
+        )
+        if code is not None
+    ),
+    no_agent_route=frozenset({libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED}),
+)
+
+# libvirt's own library prints every error to stderr unless a handler is set;
+# we report errors ourselves, once, through the exception.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+# ------------------------------------------------- calls and their errors
+
+
+def _host_error(
+    exc: libvirt.libvirtError, doing: str, kind: type[HostError] = HostError
+) -> HostError:
+    code = exc.get_error_code()
+    message = exc.get_error_message() or str(exc)
+    if kind is HostError and code == libvirt.VIR_ERR_NO_DOMAIN:
+        kind = DomainNotFound  # e.g. a domain that vanished while we looked at it
+    return kind(f"{doing}: {message}", code=code, libvirt_message=message)
+
+
+def _error_kind(exc: libvirt.libvirtError) -> type[HostError]:
+    return Unsupported if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT else HostError
+
+
+async def call(
+    func: Callable[..., T], *args: Any, doing: str, abandon_on_cancel: bool = False
+) -> T:
+    """``func(*args)`` in a worker thread; a libvirtError becomes a HostError.
+
+    libvirt cannot be interrupted: by default a cancelled caller waits for the
+    call to finish; with ``abandon_on_cancel`` it moves on and the worker
+    thread finishes the call by itself.
+    """
+
+    def run() -> T:
+        try:
+            return func(*args)
+        except libvirt.libvirtError as exc:
+            raise _host_error(exc, doing) from None
+
+    return await trio.to_thread.run_sync(run, abandon_on_cancel=abandon_on_cancel)
+
+
+async def query(func: Callable[..., T], *args: Any, doing: str) -> T:
+    """Like :func:`call`, but Unsupported for VIR_ERR_NO_SUPPORT, and abandoned on cancellation."""
+
+    def run() -> T:
+        try:
+            return func(*args)
+        except libvirt.libvirtError as exc:
+            raise _host_error(exc, doing, _error_kind(exc)) from None
+
+    return await trio.to_thread.run_sync(run, abandon_on_cancel=True)
+
+
+_NOT_FOUND = {
+    libvirt.VIR_ERR_NO_STORAGE_VOL,
+    libvirt.VIR_ERR_NO_STORAGE_POOL,
+    libvirt.VIR_ERR_NO_NETWORK,
+    libvirt.VIR_ERR_NO_INTERFACE,
+}
+
+
+async def exists(lookup: Callable[[], Any], *, doing: str) -> bool:
+    """Does ``lookup()`` find its object? (False for libvirt's "no such volume/pool/...")"""
+
+    def run() -> bool:
+        try:
+            lookup()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in _NOT_FOUND:
+                return False
+            raise
+        return True
+
+    return await query(run, doing=doing)
+
+
+async def agent_command(dom: VirDomain, request: str, wait_seconds: int, *, doing: str) -> str:
+    """libvirt_qemu.qemuAgentCommand, failing with LibvirtAgentError; abandoned on cancellation."""
+
+    def run() -> str:
+        try:
+            return libvirt_qemu.qemuAgentCommand(dom, request, wait_seconds, 0)
+        except libvirt.libvirtError as exc:
+            raise _host_error(exc, doing, LibvirtAgentError) from None
+
+    return await trio.to_thread.run_sync(run, abandon_on_cancel=True)
+
+
+# ------------------------------------------------ connections and domains
+
+
+async def connect(uri: str | None, *, events: bool, cancellable: bool) -> VirConnect:
+    """libvirt.open(uri) (None: libvirt's default); see gagent.host.virt.open_hypervisor."""
+    if events:
+        _start_event_loop()
+
+    def run() -> VirConnect:
+        try:
+            return libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            raise _host_error(exc, f"cannot connect to {uri or 'the default hypervisor'}") from None
+
+    return await trio.to_thread.run_sync(run, abandon_on_cancel=cancellable)
+
+
+async def lookup_domain(conn: VirConnect, ref: str, *, uri: str) -> VirDomain:
+    """A domain by name, UUID or numeric ID (tried in the order virsh does: ID, UUID, name)."""
+
+    def find() -> VirDomain:
+        if ref.isdigit():
+            try:
+                return conn.lookupByID(int(ref))
+            except libvirt.libvirtError:
+                pass
+        if _looks_like_uuid(ref):
+            try:
+                return conn.lookupByUUIDString(ref)
+            except libvirt.libvirtError:
+                pass
+        try:
+            return conn.lookupByName(ref)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise DomainNotFound(
+                    f"no domain {ref!r} on {uri} (by name, UUID or ID); see 'virsh list --all'",
+                    code=exc.get_error_code(),
+                    libvirt_message=exc.get_error_message(),
+                ) from None
+            raise _host_error(exc, f"looking up domain {ref!r}") from None
+
+    return await trio.to_thread.run_sync(find)
+
+
+def _looks_like_uuid(text: str) -> bool:
+    try:
+        uuid_module.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+async def domains_with_xml(conn: VirConnect, *, doing: str) -> list[tuple[VirDomain, int, str]]:
+    """(domain, state code, live XML) of every domain, all read in ONE worker thread.
+
+    Abandoned on cancellation; a domain that vanishes between the listing and
+    its XML is left out.
+    """
+
+    def describe() -> list[tuple[VirDomain, int, str]]:
+        found = []
+        for dom in conn.listAllDomains(0):
+            try:
+                code, _reason = dom.state()
+                found.append((dom, code, dom.XMLDesc(0)))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+        return found
+
+    return await call(describe, doing=doing, abandon_on_cancel=True)
+
+
+def bridge_name(net: libvirt.virNetwork) -> str | None:
+    try:
+        return net.bridgeName() or None
+    except libvirt.libvirtError:
+        return None  # networks without a bridge (macvtap, hostdev pools)
+
+
+# ---------------------------------------------------- flags and parameters
+
+
+def _flags(*wanted: tuple[bool, int]) -> int:
+    flags = 0
+    for on, flag in wanted:
+        if on:
+            flags |= flag
+    return flags
+
+
+def xml_flags(*, inactive: bool) -> int:
+    return libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+
+
+def affect_flags(*, live: bool, config: bool) -> int:
+    return _flags(
+        (live, libvirt.VIR_DOMAIN_AFFECT_LIVE), (config, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    )
+
+
+def snapshot_create_flags(
+    *, disk_only: bool, atomic: bool, no_metadata: bool, quiesce: bool
+) -> int:
+    return _flags(
+        (disk_only, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY),
+        (atomic, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC),
+        (no_metadata, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA),
+        (quiesce, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE),
+    )
+
+
+def snapshot_delete_flags(*, metadata_only: bool) -> int:
+    return libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY if metadata_only else 0
+
+
+def migration_flags(
+    *,
+    live: bool = False,
+    persist_dest: bool = False,
+    undefine_source: bool = False,
+    copy_storage: bool = False,
+) -> int:
+    """libvirt's VIR_MIGRATE_* flags for these options."""
+    return _flags(
+        (live, libvirt.VIR_MIGRATE_LIVE),
+        (persist_dest, libvirt.VIR_MIGRATE_PERSIST_DEST),
+        (undefine_source, libvirt.VIR_MIGRATE_UNDEFINE_SOURCE),
+        (copy_storage, libvirt.VIR_MIGRATE_NON_SHARED_DISK),
+    )
+
+
+def migration_params(*, uri: str | None) -> dict[str, Any]:
+    """migrate3's parameters: the hypervisor's own migration URI, when given."""
+    return {libvirt.VIR_MIGRATE_PARAM_URI: uri} if uri else {}
+
+
+# ------------------------------------------------------------------ events
+
+_event_loop_lock = threading.Lock()
+_event_loop_running = False
+
+
+def _start_event_loop() -> None:
+    """libvirt delivers events only through a registered loop, set up before connecting."""
+    global _event_loop_running
+    with _event_loop_lock:
+        if _event_loop_running:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_running = True
+
+
+async def watch_events(hypervisor: Hypervisor, send: trio.MemorySendChannel[DomainEvent]) -> None:
+    """Forward lifecycle and agent-lifecycle events to ``send`` until cancelled.
+
+    The hypervisor must come from ``open_hypervisor(uri, events=True)``.
+    """
+    token = trio.lowlevel.current_trio_token()
+
+    def deliver(event: DomainEvent) -> None:
+        try:
+            trio.from_thread.run_sync(send.send_nowait, event, trio_token=token)
+        except (trio.RunFinishedError, trio.WouldBlock, trio.ClosedResourceError):
+            pass
+
+    def on_lifecycle(_conn: Any, dom: Any, event: int, _detail: int, _opaque: Any) -> None:
+        deliver(DomainEvent.lifecycle(dom.name(), event))
+
+    def on_agent(_conn: Any, dom: Any, state: int, _reason: int, _opaque: Any) -> None:
+        deliver(DomainEvent.agent(dom.name(), state))
+
+    conn = hypervisor.conn
+    ids = [
+        await call(
+            conn.domainEventRegisterAny, None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+            on_lifecycle, None, doing="registering for lifecycle events",
+        ),
+    ]  # fmt: skip
+    agent_event = getattr(libvirt, "VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE", None)
+    if agent_event is not None:
+        try:
+            ids.append(
+                await call(conn.domainEventRegisterAny, None, agent_event, on_agent, None,
+                           doing="registering for agent events")
+            )  # fmt: skip
+        except HostError:
+            pass  # drivers without agents (test://) do not offer it
+    try:
+        await trio.sleep_forever()
+    finally:
+        for callback_id in ids:
+            try:
+                conn.domainEventDeregisterAny(callback_id)
+            except libvirt.libvirtError:
+                pass
