@@ -90,11 +90,13 @@ class ProtocolError(GagentError):
 class ReplyTooLarge(ProtocolError):
     """A reply exceeded ``limit`` bytes before its end of line arrived."""
 
-    def __init__(self, limit: int, *, command: str | None = None):
+    def __init__(self, limit: int, *, command: str | None = None, advice: str | None = None):
         self.limit = limit
+        advice = advice or (
+            "raise max_reply_size or ask for less (e.g. a smaller guest-file-read count)"
+        )
         super().__init__(
-            f"reply to {command or 'command'} exceeded {limit} bytes without ending; "
-            "raise max_reply_size or ask for less (e.g. a smaller guest-file-read count)",
+            f"reply to {command or 'command'} exceeded {limit} bytes without ending; {advice}",
             command=command,
         )
 

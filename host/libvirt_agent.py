@@ -17,12 +17,26 @@ from typing import Any
 import trio
 
 from gagent.commands import AgentCommands
-from gagent.errors import AgentUnavailable, ConnectionLost, ProtocolError, error_from_reply
+from gagent.errors import (
+    AgentUnavailable,
+    ConnectionLost,
+    ProtocolError,
+    ReplyTooLarge,
+    error_from_reply,
+)
 from gagent.protocol import NO_REPLY_COMMANDS, encode_command
 
 from .virt import ERROR_CODES, Domain, LibvirtAgentError
 
-__all__ = ["LibvirtAgent"]
+__all__ = ["LIBVIRT_MAX_AGENT_REPLY", "LibvirtAgent"]
+
+#: libvirt reads at most this much of one agent reply (QEMU_AGENT_MAX_RESPONSE
+#: in its qemu_agent.c).  Past it, libvirt fails the command AND marks the
+#: domain's agent as broken ("not available due to an error") until qemu-ga
+#: reconnects, so callers must stay under it (file reads do, see transfer.py).
+LIBVIRT_MAX_AGENT_REPLY = 10 * 1024 * 1024
+_TOO_LARGE = re.compile(r"No complete agent response found in (\d+) bytes")
+_BROKEN_BY_ERROR = "not available due to an error"
 
 _AGENT_UNRESPONSIVE = ERROR_CODES.agent_unresponsive
 _OPERATION_INVALID = ERROR_CODES.operation_invalid
@@ -38,6 +52,8 @@ _DEFAULT = -1
 
 class LibvirtAgent(AgentCommands):
     """Typed agent commands relayed through libvirt for one domain."""
+
+    max_reply_size = LIBVIRT_MAX_AGENT_REPLY
 
     def __init__(self, domain: Domain):
         super().__init__()
@@ -86,6 +102,26 @@ def _map_error(
         desc = refusal.group(2).strip()
         error_class = "CommandNotFound" if "not been found" in desc else "GenericError"
         return error_from_reply(command, {"class": error_class, "desc": desc}, arguments=arguments)
+    too_large = _TOO_LARGE.search(message)
+    if too_large:
+        return ReplyTooLarge(
+            int(too_large.group(1)),
+            command=command,
+            advice=(
+                f"that is libvirt's own bound, and libvirt now refuses {domain}'s agent until "
+                "qemu-ga reconnects (restart it in the guest: systemctl restart "
+                "qemu-guest-agent); for large replies use gagent's channel (--transport socket)"
+            ),
+        )
+    if _BROKEN_BY_ERROR in message:
+        return AgentUnavailable(
+            f"libvirt refuses the guest agent of {domain} after an earlier error: {message}",
+            hint=(
+                "libvirt gives the agent up after e.g. a reply over its 10 MiB bound, until "
+                "qemu-ga reconnects: restart qemu-guest-agent in the guest, or use gagent's "
+                "channel (--transport socket)"
+            ),
+        )
     if exc.code in _UNREACHABLE_CODES:
         return AgentUnavailable(
             f"the guest agent of {domain} is not answering through libvirt: {message}",

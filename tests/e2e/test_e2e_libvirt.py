@@ -7,7 +7,7 @@ import trio
 from e2e_guest import gagent_qga
 
 from gagent.client import Agent
-from gagent.errors import AgentUnavailable, CommandNotFound
+from gagent.errors import AgentUnavailable, CommandNotFound, ReplyTooLarge
 from gagent.host.channel import LIBVIRT_AGENT_CHANNEL
 from gagent.host.libvirt_agent import LibvirtAgent
 from gagent.host.reach import open_domain_agent
@@ -72,3 +72,33 @@ async def test_libvirt_transport_with_no_agent_in_the_guest(main_domain):
     with trio.fail_after(30):
         async with open_domain_agent(name, uri=uri, transport="libvirt") as agent:
             await agent.ping()
+
+
+async def test_reply_over_libvirts_bound_and_the_way_back(main_domain):
+    """libvirt reads 10 MiB of an agent reply at most, then gives the agent up until
+    qemu-ga reconnects: gagent names both states and the way out."""
+    name, uri = main_domain.name, main_domain.uri
+    with trio.fail_after(180):
+        async with open_domain_agent(name, uri=uri, transport="libvirt") as agent:
+            # 9 MB of output: a ~12 MB guest-exec-status reply
+            with pytest.raises(ReplyTooLarge) as too_large:
+                await run_program(agent, ["/bin/sh", "-c", "head -c 9000000 /dev/zero"])
+            assert "systemctl restart qemu-guest-agent" in str(too_large.value)
+            with pytest.raises(AgentUnavailable) as refused:
+                await agent.host_name()
+            assert "restart qemu-guest-agent" in (refused.value.hint or ""), refused.value
+        try:
+            # the same program through gagent's own channel has no such bound
+            async with open_domain_agent(name, uri=uri, transport="socket") as ours:
+                result = await run_program(ours, ["/bin/sh", "-c", "head -c 9000000 /dev/zero"])
+                assert len(result.stdout) == 9_000_000
+        finally:
+            async with open_domain_agent(name, uri=uri, transport="socket") as ours:
+                await gagent_qga(ours, "restart", LIBVIRT_AGENT_CHANNEL)
+            while True:  # libvirt takes the agent back once qemu-ga reconnects
+                try:
+                    async with open_domain_agent(name, uri=uri, transport="libvirt") as agent:
+                        assert await agent.host_name() == main_domain.hostname
+                        break
+                except AgentUnavailable:
+                    await trio.sleep(0.2)

@@ -24,6 +24,7 @@ import libvirt
 import pytest
 import trio
 
+from gagent import transfer
 from gagent.errors import (
     AgentError,
     AgentUnavailable,
@@ -33,9 +34,16 @@ from gagent.errors import (
     ConnectionLost,
     GuestFrozen,
     ProtocolError,
+    ReplyTooLarge,
+    UsageError,
 )
 from gagent.fs_types import FsfreezeStatus
-from gagent.host.libvirt_agent import LibvirtAgent, _libvirt_timeout, _map_error
+from gagent.host.libvirt_agent import (
+    LIBVIRT_MAX_AGENT_REPLY,
+    LibvirtAgent,
+    _libvirt_timeout,
+    _map_error,
+)
 from gagent.host.virt import LibvirtAgentError
 
 TIMEOUT = 10
@@ -270,8 +278,6 @@ def test_map_multiline_desc():
          "Guest agent is not responding: QEMU guest agent is not connected"),
         (libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
          "Guest agent is not responding: Guest agent not available for now"),
-        (libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
-         "Guest agent is not responding: QEMU guest agent is not available due to an error"),
         (libvirt.VIR_ERR_AGENT_UNSYNCED,
          "Guest agent replied with wrong id to guest-sync command"),
     ],
@@ -281,6 +287,34 @@ def test_map_unreachable_agent(code, message):
     assert type(err) is AgentUnavailable
     assert message in str(err)
     assert err.hint == "is qemu-ga running in the guest on org.qemu.guest_agent.0?"
+
+
+def test_map_reply_over_libvirts_bound_is_reply_too_large():
+    # as libvirt 9.0 reports it (virReportSystemError(ERANGE, ...)), seen for a
+    # guest-exec-status carrying 9 MB of output
+    message = "No complete agent response found in 10485760 bytes: Numerical result out of range"
+    err = mapped(libvirt_error(message, libvirt.VIR_ERR_SYSTEM_ERROR), "guest-exec-status")
+    assert type(err) is ReplyTooLarge
+    assert (err.limit, err.command) == (LIBVIRT_MAX_AGENT_REPLY, "guest-exec-status")
+    text = str(err)
+    assert "systemctl restart qemu-guest-agent" in text and "--transport socket" in text
+    assert "max_reply_size" not in text  # not ours to raise
+
+
+def test_map_agent_libvirt_gave_up_on_names_the_way_back():
+    message = "Guest agent is not responding: QEMU guest agent is not available due to an error"
+    err = mapped(libvirt_error(message, libvirt.VIR_ERR_AGENT_UNRESPONSIVE))
+    assert type(err) is AgentUnavailable
+    assert message in str(err)
+    assert "restart qemu-guest-agent" in err.hint and "--transport socket" in err.hint
+
+
+def test_libvirt_route_bounds_file_reads_by_libvirts_reply_limit():
+    agent = LibvirtAgent(ScriptedDomain({}))
+    assert agent.max_reply_size == LIBVIRT_MAX_AGENT_REPLY
+    with pytest.raises(UsageError, match="max_reply_size of 10485760"):
+        transfer._check_chunk_size(agent, 8 * 1024 * 1024, reading=True)
+    transfer._check_chunk_size(agent, transfer.DEFAULT_CHUNK, reading=True)
 
 
 def test_map_domain_not_running():
