@@ -26,8 +26,9 @@ same lock as build.py's: ``sysroot-<key>/rootfs.tar`` (debootstrap, about a
 minute; keyed on the release, the mirror's InRelease as apt last fetched it,
 the package list and debootstrap's version) and ``sysimage-<key>/`` (kernel,
 ``initrd.img``, ``root.ext4``, ``manifest.json``; keyed on the sysroot, the
-.deb's sha256, the kernel, this file and ``stage1-init.sh``).  ``root.ext4``
-is never written by a guest: boot a qcow2 overlay on it (``root_overlay()``).
+.deb's sha256, the kernel, ``stage1-init.sh`` and the source of this file and
+of every builder module it runs: ``build.MODULE_SOURCES``).  ``root.ext4`` is
+never written by a guest: boot a qcow2 overlay on it (``root_overlay()``).
 
 CLI::
 
@@ -49,15 +50,15 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__:  # imported as harness.image.systemd_image (the e2e tests)
-    from . import build
-else:  # run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import build
+if not __package__:  # run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, for harness.image
 
-BuildError, Cpio, _log, _run, _sha256_file = (
-    build.BuildError, build.Cpio, build._log, build._run, build._sha256_file
-)  # fmt: skip
+from harness.image import build, cache
+from harness.image.common import BuildError, _log, _run, _sha256_file
+from harness.image.cpio import Cpio
+from harness.image.debs import Package, _dpkg_extract, fetch_packages
+from harness.image.kernel import select_modules
+from harness.image.rootfs import _place
 
 HERE = Path(__file__).resolve().parent
 STAGE1_INIT = HERE / "stage1-init.sh"
@@ -216,7 +217,7 @@ def _ensure_sysroot(cache_dir: Path, force: bool) -> tuple[Path, dict]:
     mirror, release_sha = _mirror_for(codename)
     key = _sysroot_key(codename, mirror, release_sha)
     entry = cache_dir / f"sysroot-{key[:24]}"
-    manifest = build._read_manifest(entry)
+    manifest = cache._read_manifest(entry)
     if not force and manifest and manifest.get("key") == key:
         os.utime(entry)
         return entry, manifest
@@ -226,7 +227,7 @@ def _ensure_sysroot(cache_dir: Path, force: bool) -> tuple[Path, dict]:
         info = _debootstrap(cache_dir, codename, mirror, tmp / "rootfs.tar")
         manifest = {"key": key, "codename": codename, "packages": GUEST_PACKAGES, **info}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        build._publish(tmp, entry)
+        cache._publish(tmp, entry)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return entry, manifest
@@ -260,10 +261,10 @@ def _install_deb(root: Path, deb: Path) -> str:
 
 
 def _place_modules(root: Path, moddir: Path, kver: str) -> list[str]:
-    modules, _builtin = build.select_modules(moddir, ROOT_MODULES)
+    modules, _builtin = select_modules(moddir, ROOT_MODULES)
     dest = root / "usr/lib/modules" / kver
     for rel, data in modules:
-        build._place(root, f"usr/lib/modules/{kver}/{rel}", data, 0o644)
+        _place(root, f"usr/lib/modules/{kver}/{rel}", data, 0o644)
     for meta in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
         if (moddir / meta).exists():
             shutil.copyfile(moddir / meta, dest / meta)
@@ -285,9 +286,9 @@ def _configure(root: Path) -> None:
 
 
 def _stage1_initrd(out: Path, moddir: Path, busybox_deb: Path, work: Path) -> list[str]:
-    modules, _builtin = build.select_modules(moddir, STAGE1_MODULES)
+    modules, _builtin = select_modules(moddir, STAGE1_MODULES)
     bbx = work / "busybox"
-    build._dpkg_extract(busybox_deb, bbx)
+    _dpkg_extract(busybox_deb, bbx)
     busybox = next(p for p in (bbx / "bin/busybox", bbx / "usr/bin/busybox") if p.exists())
     with open(out, "wb") as f:
         cpio = Cpio(f)
@@ -329,26 +330,26 @@ def build_systemd_image(
     cache_dir = Path(cache_dir) if cache_dir is not None else build.default_cache_dir()
     base = build.build_image(cache_dir)  # the kernel, and the package cache we share
     kernel_pkg, pkgs = build.resolve_packages(cache_dir)
-    with build._locked(cache_dir):
-        base_manifest = build._read_manifest(base.kernel.parent) or {}
+    with cache._locked(cache_dir):
+        base_manifest = cache._read_manifest(base.kernel.parent) or {}
         kver = base_manifest["kernel_release"]
         sysroot, sysroot_manifest = _ensure_sysroot(cache_dir, force)
         h = hashlib.sha256()
         for part in (sysroot_manifest["key"], _sha256_file(deb), kver, base.kernel.name):
             h.update(f"{part}\n".encode())
-        for path in (Path(__file__).resolve(), STAGE1_INIT):
-            h.update(path.read_bytes())
+        # this file and every module of the builder it runs (build.py's MODULE_SOURCES)
+        cache.hash_sources(h, (*build.MODULE_SOURCES, Path(__file__).resolve(), STAGE1_INIT))
         key = h.hexdigest()
         entry = cache_dir / f"sysimage-{key[:24]}"
-        manifest = build._read_manifest(entry)
+        manifest = cache._read_manifest(entry)
         cached = bool(not force and manifest and manifest.get("key") == key)
         if cached:
             os.utime(entry)
         else:
             manifest = _build_entry(cache_dir, entry, key, sysroot, deb, base.kernel, kver,
                                     kernel_pkg, pkgs)  # fmt: skip
-        build.prune_entries(cache_dir, "sysroot-", 1, {sysroot})
-        build.prune_entries(cache_dir, "sysimage-", 2, {entry})
+        cache.prune_entries(cache_dir, "sysroot-", 1, {sysroot})
+        cache.prune_entries(cache_dir, "sysimage-", 2, {entry})
     seconds = time.monotonic() - t0
     _log(f"systemd guest {'cached' if cached else 'built'}: {entry} ({seconds:.1f} s)")
     return SystemdImage(
@@ -372,10 +373,10 @@ def _build_entry(
     kernel: Path,
     kver: str,
     kernel_pkg: str,
-    pkgs: list[build.Package],
+    pkgs: list[Package],
 ) -> dict:
     t0 = time.monotonic()
-    debs = build.fetch_packages(cache_dir, pkgs)
+    debs = fetch_packages(cache_dir, pkgs)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-sysimage-", dir=cache_dir))
     try:
         work, out = tmp / "work", tmp / "out"
@@ -384,14 +385,14 @@ def _build_entry(
         out.mkdir()
         _run(["tar", "--numeric-owner", "--xattrs", "-xpf", str(sysroot / "rootfs.tar"),
               "-C", str(root)])  # fmt: skip
-        build._dpkg_extract(debs[kernel_pkg], work / "kernel")
+        _dpkg_extract(debs[kernel_pkg], work / "kernel")
         moddir = work / "kernel/lib/modules" / kver
         root_modules = _place_modules(root, moddir, kver)
         installed = _install_deb(root, deb)
         _configure(root)
         stage1 = _stage1_initrd(out / "initrd.img", moddir, debs["busybox-static"], work)
         size = _mkfs(root, out / "root.ext4")
-        build._link_or_copy(kernel, out / kernel.name)
+        cache._link_or_copy(kernel, out / kernel.name)
         manifest = {
             "key": key,
             "sysroot": sysroot.name,
@@ -405,7 +406,7 @@ def _build_entry(
         }
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         shutil.rmtree(work)
-        build._publish(out, entry)
+        cache._publish(out, entry)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
