@@ -337,6 +337,9 @@ def build_systemd_image(
         h = hashlib.sha256()
         for part in (sysroot_manifest["key"], _sha256_file(deb), kver, base.kernel.name):
             h.update(f"{part}\n".encode())
+        for pkg in pkgs:  # the kernel's modules and stage 1's busybox come from these
+            if pkg.name in (kernel_pkg, "busybox-static"):
+                h.update(f"{pkg.name}\0{pkg.sha256}\n".encode())
         # this file and every module of the builder it runs (build.py's MODULE_SOURCES)
         cache.hash_sources(h, (*build.MODULE_SOURCES, Path(__file__).resolve(), STAGE1_INIT))
         key = h.hexdigest()
