@@ -7,6 +7,7 @@ that wait use the autojump MockClock, so waiting costs no real time.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -777,3 +778,75 @@ async def test_qemu_ga_request_over_the_token_limit(qemu_ga: Any) -> None:
             assert await agent.execute("guest-ping") == {}
             assert (await agent.info()).version
             assert time.monotonic() - start < 8
+
+
+# ---------------------------------------- the socket path (descriptor I/O)
+# open_agent() on a real unix socket does its round trips on the socket's
+# descriptor, not through SocketStream: the same contract, checked here.
+
+
+async def test_socket_round_trip_cancelled_then_resynced(tmp_path: Any) -> None:
+    fake = FakeAgent().on("guest-ping", Silence())
+    with trio.fail_after(REAL_DEADLINE):
+        async with fake_unix_socket(fake, tmp_path / "agent.sock") as path:
+            async with open_agent(path) as agent:
+                with trio.move_on_after(0.2) as scope:
+                    await agent.execute("guest-ping")
+                assert scope.cancelled_caught and not agent.in_sync
+                assert await agent.execute("guest-ping") == {}
+                assert agent.in_sync
+    assert fake.commands == [SYNC, "guest-ping", SYNC, "guest-ping"]
+
+
+async def test_socket_round_trip_checks_cancellation_before_sending(tmp_path: Any) -> None:
+    fake = FakeAgent()
+    with trio.fail_after(REAL_DEADLINE):
+        async with fake_unix_socket(fake, tmp_path / "agent.sock") as path:
+            async with open_agent(path) as agent:
+                with trio.CancelScope() as scope:
+                    scope.cancel()
+                    await agent.execute("guest-info")
+                assert scope.cancelled_caught
+                assert await agent.execute("guest-ping") == {}
+    assert "guest-info" not in fake.commands
+
+
+async def test_socket_round_trip_large_reply_in_many_reads(tmp_path: Any) -> None:
+    size = 3 * 1024 * 1024  # > the 256 KiB read size, written in 64 KiB pieces
+    fake = FakeAgent().on("guest-file-read", Oversized(size))
+    with trio.fail_after(REAL_DEADLINE):
+        async with fake_unix_socket(fake, tmp_path / "agent.sock") as path:
+            async with open_agent(path) as agent:
+                assert await agent.execute("guest-file-read", {"handle": 1}) == "a" * size
+                assert await agent.execute("guest-ping") == {}
+
+
+async def test_socket_round_trip_peer_gone_mid_reply(tmp_path: Any) -> None:
+    fake = FakeAgent().on("guest-ping", DisconnectMidReply())
+    with trio.fail_after(REAL_DEADLINE):
+        async with fake_unix_socket(fake, tmp_path / "agent.sock") as path:
+            async with open_agent(path) as agent:
+                with pytest.raises(ConnectionLost) as info:
+                    await agent.execute("guest-ping")
+                assert info.value.command == "guest-ping"
+
+
+async def test_socket_round_trip_after_close_never_touches_the_old_descriptor(
+    tmp_path: Any,
+) -> None:
+    fake = FakeAgent()
+    with trio.fail_after(REAL_DEADLINE):
+        async with fake_unix_socket(fake, tmp_path / "agent.sock") as path:
+            async with open_agent(path) as agent:
+                pass
+            # the number is free again: whatever takes it must not get our request
+            reader, writer = os.pipe()
+            try:
+                with pytest.raises(ConnectionLost):
+                    await agent.execute("guest-ping")
+                os.set_blocking(reader, False)
+                with pytest.raises(BlockingIOError):
+                    os.read(reader, 100)
+            finally:
+                os.close(reader)
+                os.close(writer)
