@@ -28,7 +28,7 @@ from gagent.freeze import frozen
 from gagent.fs_types import FsfreezeStatus
 from gagent.host.channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
 from gagent.host.reach import open_domain_agent
-from gagent.transfer import run_program
+from gagent.transfer import copy_to_guest, run_program
 
 pytestmark = pytest.mark.e2e
 
@@ -224,3 +224,42 @@ async def test_failing_fsfreeze_hook_refuses_the_freeze(systemd_domain):
                 assert (await _hook_log(agent))[:1] == ["freeze"]
             finally:
                 await _sh(agent, f"rm -f {HOOK} {HOOK_LOG} {HOOK_FAIL}")
+
+
+async def test_live_purge_and_install_stop_and_start_our_agent(systemd_domain, guest_deb):
+    """The maintainer scripts on a running system: purging the package stops our agent
+    (prerm), installing it again starts it on the port that is already there (postinst:
+    udev reload + trigger), with no reboot and no manual step, and neither hangs."""
+    name, uri, path = systemd_domain.name, systemd_domain.uri, systemd_domain.socket_path
+    inside = f"/tmp/{guest_deb.name}"
+    async with open_domain_agent(name, uri=uri, transport="libvirt") as watcher:
+        await copy_to_guest(watcher, guest_deb, inside)
+        port = await _port_of(watcher, GAGENT_CHANNEL)
+        unit = f"gagent-qga@{port}.service"
+        assert (await _unit(watcher, unit))["ActiveState"] == "active"
+
+        with trio.fail_after(120):
+            purged = await run_program(watcher, ["dpkg", "--purge", "gagent-guest"])
+        assert purged.succeeded, purged
+        assert (await _unit(watcher, unit))["ActiveState"] in ("inactive", "failed")
+        await systemd_domain.wait_channel_state(GAGENT_CHANNEL, "disconnected")
+        rules = await run_program(watcher, ["test", "-e", "/lib/udev/rules.d/61-gagent-qga.rules"])
+        assert rules.exit_code == 1, "the purge left the udev rule behind"
+
+        with trio.fail_after(120):
+            installed = await run_program(watcher, ["dpkg", "-i", inside])
+        assert installed.succeeded, installed
+
+        async def answering() -> bool:
+            try:
+                with trio.move_on_after(2):
+                    async with open_agent(path) as agent:
+                        return await agent.host_name() == HOSTNAME
+            except OSError:
+                pass
+            return False
+
+        start_s = await _until(answering, PLUG_BOUND)
+        assert (await _unit(watcher, unit))["ActiveState"] == "active"
+        await run_program(watcher, ["rm", "-f", inside])
+    print(f"e2e: systemd guest: agent answered {start_s:.2f} s after dpkg -i returned")
