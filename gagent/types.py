@@ -165,6 +165,15 @@ class AgentInfo:
         value = expect_dict(value, what)
         commands = {}
         for entry in expect_list(value.get("supported_commands", []), what):
+            # Fast path for the well-formed entry (guest-info is on every connect
+            # that checks availability); anything else takes the checked path.
+            if type(entry) is dict:
+                name = entry.get("name")
+                enabled = entry.get("enabled", False)
+                success = entry.get("success-response", True)
+                if type(name) is str and type(enabled) is bool and type(success) is bool:
+                    commands[name] = CommandInfo(name, enabled, success)
+                    continue
             entry = expect_dict(entry, f"{what} supported_commands")
             name = member(entry, "name", str, what)
             enabled = member(entry, "enabled", bool, what, optional=True)

@@ -343,6 +343,28 @@ def test_small_replies():
 
 
 @pytest.mark.parametrize(
+    ("entry", "enabled", "success"),
+    [
+        ({"name": "a"}, False, True),  # both members are optional
+        ({"name": "a", "enabled": True, "success-response": False}, True, False),
+        ({"name": "a", "enabled": None, "success-response": None}, False, True),  # checked path
+    ],
+)
+def test_agent_info_entries_fast_and_checked_paths_agree(entry, enabled, success):
+    info = t.AgentInfo.from_json({"version": "1", "supported_commands": [entry]})
+    assert info.commands == {"a": t.CommandInfo("a", enabled, success)}
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [{"name": "a", "enabled": 1}, {"name": 5}, {"name": "a", "success-response": "no"}, ["a"]],
+)
+def test_agent_info_malformed_entries_still_fail_checked(entry):
+    with pytest.raises(ProtocolError):
+        t.AgentInfo.from_json({"version": "1", "supported_commands": [entry]})
+
+
+@pytest.mark.parametrize(
     ("parser", "value", "message"),
     [
         (t.OSInfo.from_json, [], "expected a JSON object, got array"),
