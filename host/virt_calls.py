@@ -322,10 +322,16 @@ def _start_event_loop() -> None:
         _event_loop_running = True
 
 
-async def watch_events(hypervisor: Hypervisor, send: trio.MemorySendChannel[DomainEvent]) -> None:
+async def watch_events(
+    hypervisor: Hypervisor,
+    send: trio.MemorySendChannel[DomainEvent],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Forward lifecycle and agent-lifecycle events to ``send`` until cancelled.
 
-    The hypervisor must come from ``open_hypervisor(uri, events=True)``.
+    The hypervisor must come from ``open_hypervisor(uri, events=True)``.  Under
+    ``nursery.start()`` it returns once libvirt delivers the events to us.
     """
     token = trio.lowlevel.current_trio_token()
 
@@ -358,6 +364,7 @@ async def watch_events(hypervisor: Hypervisor, send: trio.MemorySendChannel[Doma
         except HostError:
             pass  # drivers without agents (test://) do not offer it
     try:
+        task_status.started()
         await trio.sleep_forever()
     finally:
         for callback_id in ids:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
@@ -55,10 +56,14 @@ async def watch(
     domain_ref: str | None = None,
     *,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Send every change to ``send`` until cancelled.
 
     The hypervisor must be opened with ``events=True`` for libvirt's events.
+    Under ``nursery.start()`` it returns once nothing can be missed any more:
+    libvirt's events are registered and the channels' baseline is taken (in
+    that order, so a change between the two still arrives as an event).
     """
     only = (await hypervisor.lookup(domain_ref)).name if domain_ref else None
     known: dict[str, dict[str, str]] = {}
@@ -84,16 +89,18 @@ async def watch(
             await trio.sleep(poll_interval)
             await poll_once()
 
-    async def forward_events() -> None:
+    async def forward_events(task_status: trio.TaskStatus[None]) -> None:
         events_send, events_receive = trio.open_memory_channel[DomainEvent](256)
         async with trio.open_nursery() as inner:
-            inner.start_soon(watch_events, hypervisor, events_send)
+            await inner.start(partial(watch_events, hypervisor, events_send))
+            task_status.started()
             async for event in events_receive:
                 if only is None or event.domain == only:
                     change = ChangeEvent(time.time(), event.domain, event.kind, None, event.detail)
                     await send.send(change)
 
-    await poll_once()
     async with trio.open_nursery() as nursery:
+        await nursery.start(forward_events)
+        await poll_once()
         nursery.start_soon(poll_forever)
-        nursery.start_soon(forward_events)
+        task_status.started()

@@ -204,7 +204,8 @@ def watch(domain: str | None, connect: str | None, duration: float, interval: fl
         try:
             send, receive = trio.open_memory_channel[ChangeEvent](256)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(
+                # the banner means it: events registered and the baseline taken
+                await nursery.start(
                     partial(watch_changes, hypervisor, send, domain, poll_interval=interval)
                 )
                 click.echo(f"watching {domain or 'all domains'} on {hypervisor.uri}", err=True)

@@ -8,6 +8,11 @@ state polled from the XML; starting it again, the same in reverse.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
 import pytest
 import trio
 
@@ -49,8 +54,8 @@ async def test_watch_sees_the_guest_agent_go_and_come_back(systemd_domain):
     try:
         send, receive = trio.open_memory_channel[ChangeEvent](64)
         async with open_agent(systemd_domain.socket_path) as agent, trio.open_nursery() as nursery:
-            nursery.start_soon(lambda: watch(hv, send, name, poll_interval=0.2))
-            await trio.sleep(1.0)  # watch() has taken its baseline and registered for events
+            # returns once libvirt's events are registered and the baseline is taken
+            await nursery.start(partial(watch, hv, send, name, poll_interval=0.2))
             try:
                 with trio.fail_after(30):
                     await _systemctl(agent, "stop")
@@ -74,3 +79,52 @@ async def test_watch_sees_the_guest_agent_go_and_come_back(systemd_domain):
     print("e2e: watch saw", [str(e) for e in seen])
     # gagent's own channel (its agent untouched) and the domain's lifecycle stay quiet
     assert {e.subject for e in seen} == {"agent", LIBVIRT_AGENT_CHANNEL}, seen
+
+
+async def test_gagent_watch_command_prints_the_same_changes(systemd_domain):
+    """``gagent watch DOMAIN`` as an operator runs it (it stops by itself: --for)."""
+    name, uri = systemd_domain.name, systemd_domain.uri
+    gagent = Path(sys.executable).with_name("gagent")
+    argv = [str(gagent), "watch", name, "-c", uri, "--for", "20", "--interval", "0.2"]
+    went = ["agent: agent disconnected", f"{LIBVIRT_AGENT_CHANNEL}: connected -> disconnected"]
+    came = ["agent: agent connected", f"{LIBVIRT_AGENT_CHANNEL}: disconnected -> connected"]
+    out = b""
+    proc = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    async def printed(changes: list[str]) -> None:
+        """Read the command's output until it has printed every one of ``changes``."""
+        nonlocal out
+        assert proc.stdout is not None
+        while not all(f"{name} {change}" in out.decode() for change in changes):
+            chunk = await proc.stdout.receive_some()
+            assert chunk, f"gagent watch ended: {out!r}"
+            out += chunk
+
+    try:
+        assert proc.stderr is not None
+        async with open_agent(systemd_domain.socket_path) as agent:
+            with trio.fail_after(30):
+                banner = b""
+                while b"watching" not in banner:  # events registered, baseline taken
+                    chunk = await proc.stderr.receive_some()
+                    assert chunk, f"gagent watch ended early: {banner!r}"
+                    banner += chunk
+            try:
+                with trio.fail_after(30):
+                    await _systemctl(agent, "stop")
+                    await printed(went)
+            finally:
+                with trio.CancelScope(shield=True), trio.fail_after(30):
+                    await _systemctl(agent, "start")
+            with trio.fail_after(30):
+                await printed(came)
+    finally:
+        proc.terminate()  # by its PID; it would also stop by itself after --for
+        with trio.CancelScope(shield=True):
+            await proc.wait()
+            await proc.stdout.aclose()
+            await proc.stderr.aclose()
+    lines = out.decode().splitlines()
+    print("e2e: gagent watch printed", lines)
+    for change in went + came:
+        assert any(line.endswith(f"{name} {change}") for line in lines), (change, lines)

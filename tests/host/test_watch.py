@@ -137,6 +137,27 @@ async def test_watch_sees_lifecycle_and_channels_changed_from_another_connection
     assert str(back).endswith(f" {name} {GAGENT_CHANNEL}: unknown")
 
 
+async def test_watch_started_misses_nothing_that_follows(conn, make_domain):
+    """Under nursery.start(), watch() returns once events are registered and the
+    baseline is taken: a change made at once is reported both ways."""
+    name = make_domain(CHANNELS)
+    raw = conn.lookupByName(name)
+    hv = await open_hypervisor(DEFAULT_URI, events=True)
+    send, receive = trio.open_memory_channel[ChangeEvent](256)
+    seen: list[ChangeEvent] = []
+    try:
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(partial(watch, hv, send, name, poll_interval=0.05))
+                raw.destroy()  # no until_registered(): nothing to wait for
+                await wait_for(receive, seen, lifecycle(name, "stopped"))
+                gone = await wait_for(receive, seen, lambda e: e.subject == GAGENT_CHANNEL)
+                assert (gone.old, gone.new) == ("unknown", "gone")
+                nursery.cancel_scope.cancel()
+    finally:
+        await hv.close()
+
+
 async def test_watch_all_domains_on_a_private_node_file(tmp_path):
     """test:///PATH.xml: each connection has its own state, so change it through the
     watching connection itself (libvirt delivers the events to it as well)."""
