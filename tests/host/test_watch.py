@@ -12,6 +12,8 @@ connected/disconnected from XML strings).
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 
 import libvirt
@@ -68,6 +70,21 @@ async def until_registered(dom: libvirt.virDomain, receive, seen) -> None:
                 return
 
 
+@asynccontextmanager
+async def watching(name: str) -> AsyncIterator[tuple[trio.MemoryReceiveChannel, list]]:
+    """watch() of ``name`` on test:///default, started (nursery.start: nothing that
+    follows can be missed) and running until the block ends: (receive, seen)."""
+    hv = await open_hypervisor(DEFAULT_URI, events=True)
+    send, receive = trio.open_memory_channel[ChangeEvent](256)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(watch, hv, send, name, poll_interval=0.05))
+            yield receive, []
+            nursery.cancel_scope.cancel()
+    finally:
+        await hv.close()
+
+
 def lifecycle(domain: str, detail: str):
     return lambda e: (e.domain, e.subject, e.new) == (domain, "lifecycle", detail)
 
@@ -100,36 +117,23 @@ async def test_watch_sees_lifecycle_and_channels_changed_from_another_connection
     name = make_domain(CHANNELS)
     other = make_domain(CHANNELS)
     raw = conn.lookupByName(name)  # conn is not the watching connection
-    hv = await open_hypervisor(DEFAULT_URI, events=True)
-    send, receive = trio.open_memory_channel[ChangeEvent](256)
-    seen: list[ChangeEvent] = []
-    try:
-        with trio.fail_after(TIMEOUT):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(partial(watch, hv, send, name, poll_interval=0.05))
-                await until_registered(raw, receive, seen)
-                # changes to another domain are not reported when watching one
-                conn.lookupByName(other).destroy()
-                conn.lookupByName(other).create()
+    with trio.fail_after(TIMEOUT):
+        async with watching(name) as (receive, seen):
+            # changes to another domain are not reported when watching one
+            conn.lookupByName(other).destroy()
+            conn.lookupByName(other).create()
 
-                mark = len(seen)
-                raw.destroy()
-                await wait_for(receive, seen, lifecycle(name, "stopped"), since=mark)
-                gone = await wait_for(
-                    receive, seen, lambda e: e.subject == GAGENT_CHANNEL, since=mark
-                )
-                assert (gone.old, gone.new) == ("unknown", "gone")
+            mark = len(seen)
+            raw.destroy()
+            await wait_for(receive, seen, lifecycle(name, "stopped"), since=mark)
+            gone = await wait_for(receive, seen, lambda e: e.subject == GAGENT_CHANNEL, since=mark)
+            assert (gone.old, gone.new) == ("unknown", "gone")
 
-                mark = len(seen)
-                raw.create()
-                await wait_for(receive, seen, lifecycle(name, "started"), since=mark)
-                back = await wait_for(
-                    receive, seen, lambda e: e.subject == GAGENT_CHANNEL, since=mark
-                )
-                assert (back.old, back.new) == (None, "unknown")
-                nursery.cancel_scope.cancel()
-    finally:
-        await hv.close()
+            mark = len(seen)
+            raw.create()
+            await wait_for(receive, seen, lifecycle(name, "started"), since=mark)
+            back = await wait_for(receive, seen, lambda e: e.subject == GAGENT_CHANNEL, since=mark)
+            assert (back.old, back.new) == (None, "unknown")
     assert {e.domain for e in seen} == {name}
     assert any(e.subject == LIBVIRT_AGENT_CHANNEL and e.new == "gone" for e in seen)
     assert not any(e.subject == "lifecycle" and e.old is not None for e in seen)
@@ -141,21 +145,12 @@ async def test_watch_started_misses_nothing_that_follows(conn, make_domain):
     """Under nursery.start(), watch() returns once events are registered and the
     baseline is taken: a change made at once is reported both ways."""
     name = make_domain(CHANNELS)
-    raw = conn.lookupByName(name)
-    hv = await open_hypervisor(DEFAULT_URI, events=True)
-    send, receive = trio.open_memory_channel[ChangeEvent](256)
-    seen: list[ChangeEvent] = []
-    try:
-        with trio.fail_after(TIMEOUT):
-            async with trio.open_nursery() as nursery:
-                await nursery.start(partial(watch, hv, send, name, poll_interval=0.05))
-                raw.destroy()  # no until_registered(): nothing to wait for
-                await wait_for(receive, seen, lifecycle(name, "stopped"))
-                gone = await wait_for(receive, seen, lambda e: e.subject == GAGENT_CHANNEL)
-                assert (gone.old, gone.new) == ("unknown", "gone")
-                nursery.cancel_scope.cancel()
-    finally:
-        await hv.close()
+    with trio.fail_after(TIMEOUT):
+        async with watching(name) as (receive, seen):
+            conn.lookupByName(name).destroy()  # no until_registered(): nothing to wait for
+            await wait_for(receive, seen, lifecycle(name, "stopped"))
+            gone = await wait_for(receive, seen, lambda e: e.subject == GAGENT_CHANNEL)
+            assert (gone.old, gone.new) == ("unknown", "gone")
 
 
 async def test_watch_all_domains_on_a_private_node_file(tmp_path):
