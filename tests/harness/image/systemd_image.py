@@ -154,8 +154,7 @@ def _host_codename() -> str:
     raise BuildError("cannot tell the host's Debian release (no VERSION_CODENAME in os-release)")
 
 
-def _mirror_for(codename: str) -> tuple[str, str]:
-    """(mirror URI, sha256 of its InRelease as apt holds it) for ``codename`` main."""
+def _apt_mirror(codename: str) -> str | None:
     out = _run(
         ["apt-get", "indextargets", "--format",
          "$(REPO_URI) $(CODENAME) $(COMPONENT) $(IDENTIFIER)"]
@@ -163,9 +162,18 @@ def _mirror_for(codename: str) -> tuple[str, str]:
     for line in out.splitlines():
         parts = line.split()
         if len(parts) == 4 and parts[1:] == [codename, "main", "Packages"]:
-            uri = parts[0]
-            break
-    else:
+            return parts[0]
+    return None
+
+
+def _mirror_for(codename: str) -> tuple[str, str]:
+    """(mirror URI, sha256 of its InRelease as apt holds it) for ``codename`` main."""
+    uri = _apt_mirror(codename)
+    if uri is None and os.geteuid() == 0:
+        _log("apt has no package lists (yet): running apt-get update once")
+        _run(["apt-get", "update", "-qq"])
+        uri = _apt_mirror(codename)
+    if uri is None:
         raise BuildError(
             f"apt knows no mirror for '{codename} main' (run 'apt-get update', and check "
             "/etc/apt/sources.list*)"
