@@ -14,7 +14,22 @@
      +-- CommandUnavailable      refused locally before sending (guest-info says absent/disabled)
      +-- FrozenStateViolation    refused locally: command not allowed while we hold a freeze
      +-- HostError               libvirt-side failures (host package), keeping libvirt's code
+     |    +-- DomainNotFound     no domain by that name, UUID or ID
+     |    +-- LibvirtAgentError  qemuAgentCommand failed (libvirt's message and code)
+     |    +-- Unsupported        the driver or libvirt version cannot do it
+     +-- FreezeError             a freeze not made or not undone; keeps its FreezeRecord
+     |    +-- FreezeTimeout      no freeze reply in time (thawed afterwards)
+     |    +-- NothingFrozen      the freeze froze 0 filesystems (thawed afterwards)
+     |    +-- AlreadyFrozen      our agent was frozen before we started
+     |    +-- ThawUnconfirmed    THE GUEST MAY STILL BE FROZEN: names the command to run
+     +-- SnapshotTimeout         libvirt's snapshot call outlived the freeze budget
+     +-- StoreError              the inventory database failed or refused
      +-- UsageError              bad input from the caller (arguments, JSON, paths)
+
+This module defines the classes down to HostError and UsageError.  The others
+live where they are raised (the core imports no libvirt code): HostError's
+subclasses in gagent.host.virt, FreezeError's family in gagent.freeze,
+SnapshotTimeout in gagent.host.snapshot, StoreError in gagent.host.inventory.
 
 Errors keep their evidence: the command sent, its arguments (large payloads
 abbreviated), the agent's error class and description, and the raw reply.
