@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,13 +85,32 @@ class SQLiteBackend(Backend):
                 path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
             self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._switch_to_wal(busy_timeout)
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self.conn.execute("PRAGMA foreign_keys = ON")
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the inventory database {path}: {exc}") from None
         if str(mode).lower() != "wal":
             raise StoreError(f"{path}: SQLite refused WAL mode (journal_mode={mode})")
+
+    def _switch_to_wal(self, busy_timeout: float) -> str:
+        """``PRAGMA journal_mode = WAL``, retried while another writer holds the file.
+
+        Switching needs the exclusive lock, and while another connection holds a
+        write lock SQLite answers "database is locked" at once instead of calling
+        the busy handler (it would deadlock): two scans creating the same new
+        file at once hit this.  So it is retried until ``busy_timeout``.
+        """
+        deadline = time.monotonic() + busy_timeout
+        pause = 0.01
+        while True:
+            try:
+                return self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:

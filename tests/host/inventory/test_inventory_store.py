@@ -344,3 +344,54 @@ def test_unreachable_postgresql_is_a_store_error(tmp_path):
     with pytest.raises(StoreError, match="cannot open the inventory database") as caught:
         Store.open(f"postgresql://nobody:secret@/db?host={tmp_path}&connect_timeout=2")
     assert "secret" not in str(caught.value)
+
+
+_HOLD_WRITE_LOCK = textwrap.dedent(
+    """
+    import sqlite3, sys, time
+    db = sqlite3.connect(sys.argv[1], isolation_level=None)  # rollback journal: a new file
+    db.execute("CREATE TABLE IF NOT EXISTS other_writer (x)")
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("INSERT INTO other_writer VALUES (1)")
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+    db.execute("COMMIT")
+    """
+)
+
+
+def _writer_holding(path, seconds: float) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_WRITE_LOCK, str(path), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
+    return proc
+
+
+def test_sqlite_open_waits_out_another_writer_instead_of_failing_at_once(tmp_path):
+    # While another connection holds a write lock, SQLite answers the switch to
+    # WAL with "database is locked" at once (no busy handler): seen when two
+    # scans created the same new file at the same moment.
+    path = tmp_path / "inv.sqlite3"
+    writer = _writer_holding(path, 0.5)
+    try:
+        backend = open_backend(path, busy_timeout=30)
+        try:
+            assert backend.execute("PRAGMA journal_mode")[0][0] == "wal"
+            assert backend.execute("SELECT count(*) FROM other_writer") == [(1,)]
+        finally:
+            backend.close()
+    finally:
+        assert writer.wait(timeout=30) == 0
+
+
+def test_sqlite_open_gives_up_on_a_writer_after_busy_timeout(tmp_path):
+    path = tmp_path / "inv.sqlite3"
+    writer = _writer_holding(path, 3)
+    try:
+        with pytest.raises(StoreError, match="database is locked"):
+            open_backend(path, busy_timeout=0.3)
+    finally:
+        assert writer.wait(timeout=30) == 0
