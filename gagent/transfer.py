@@ -1,12 +1,11 @@
-"""High-level operations on top of :class:`~gagent.commands.AgentCommands`:
-copying files to and from the guest, and running a program to completion.
+"""Copying files to and from the guest, on top of :class:`~gagent.commands.AgentCommands`
+(running a program to completion is :mod:`gagent.programs`).
 
 ::
 
     async with gagent.open_agent(path) as agent:
         await copy_to_guest(agent, "build/tool", "/usr/local/bin/tool")
-        result = await run_program(agent, ["/usr/local/bin/tool", "--version"])
-        print(result.exit_code, result.stdout)
+        await copy_from_guest(agent, "/var/log/tool.log", "tool.log")
 
 Timeouts are the caller's (``with trio.fail_after(...)``).  Whatever happens,
 the guest file handle is closed: on error or cancellation the close runs in a
@@ -24,8 +23,7 @@ from __future__ import annotations
 import inspect
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -39,11 +37,11 @@ __all__ = [
     "DEFAULT_CHUNK",
     "MAX_CHUNK",
     "MAX_WRITE_CHUNK",
-    "ProgramResult",
     "Progress",
+    "close_guest_file",
     "copy_from_guest",
     "copy_to_guest",
-    "run_program",
+    "largest_read_chunk",
 ]
 
 #: Bytes per guest-file-read/-write.  A read reply carries 4/3 of it as base64,
@@ -97,10 +95,10 @@ async def copy_to_guest(
             if done == 0:
                 await _report(progress, 0, total)
         except BaseException:
-            await _close_guest_file(agent, handle, strict=False)
+            await close_guest_file(agent, handle, strict=False)
             raise
         # Closing flushes the agent's buffer: a failure here is a failed copy.
-        await _close_guest_file(agent, handle, strict=True)
+        await close_guest_file(agent, handle, strict=True)
     return done
 
 
@@ -142,12 +140,12 @@ async def copy_from_guest(
             await target.flush()
             await trio.to_thread.run_sync(os.fsync, target.fileno())
         closed = True
-        await _close_guest_file(agent, handle, strict=True)
+        await close_guest_file(agent, handle, strict=True)
         os.replace(temp_path, local_path)
         temp_path = None
     except BaseException:
         if not closed:
-            await _close_guest_file(agent, handle, strict=False)
+            await close_guest_file(agent, handle, strict=False)
         raise
     finally:
         if temp_path is not None:
@@ -201,6 +199,14 @@ def _max_reply_size(agent: AgentCommands) -> int | None:
     return agent.max_reply_size
 
 
+def largest_read_chunk(agent: AgentCommands, cap: int = MAX_CHUNK) -> int:
+    """The largest guest-file-read count (at most ``cap``) whose reply fits the transport."""
+    limit = _max_reply_size(agent)
+    if limit is None:
+        return cap
+    return max(1, min(cap, (limit - _READ_REPLY_OVERHEAD) // 4 * 3))
+
+
 async def _write_all(agent: AgentCommands, handle: int, chunk: bytes) -> None:
     view = memoryview(chunk)
     while view:
@@ -223,7 +229,7 @@ async def _guest_size(agent: AgentCommands, handle: int) -> int | None:
     return end if end > 0 else None  # /proc and /sys files claim 0
 
 
-async def _close_guest_file(agent: AgentCommands, handle: int, *, strict: bool) -> None:
+async def close_guest_file(agent: AgentCommands, handle: int, *, strict: bool) -> None:
     """Close ``handle`` even if we are being cancelled; ``strict`` raises what fails."""
     with trio.CancelScope(shield=True) as scope:
         scope.deadline = trio.current_time() + CLOSE_TIMEOUT
@@ -261,70 +267,3 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-# ------------------------------------------------------------- running programs
-
-
-@dataclass(frozen=True, slots=True)
-class ProgramResult:
-    """How a guest program ended.  ``exit_code`` is None if a signal killed it."""
-
-    argv: tuple[str, ...]
-    pid: int
-    exit_code: int | None
-    signal: int | None
-    stdout: bytes
-    stderr: bytes
-    stdout_truncated: bool
-    stderr_truncated: bool
-
-    @property
-    def succeeded(self) -> bool:
-        return self.exit_code == 0 and self.signal is None
-
-
-async def run_program(
-    agent: AgentCommands,
-    argv: Sequence[str],
-    *,
-    input: bytes | None = None,
-    env: Mapping[str, str] | Iterable[str] | None = None,
-    capture_output: bool = True,
-    poll_interval: float = 0.05,
-    max_poll_interval: float = 1.0,
-) -> ProgramResult:
-    """Run ``argv`` in the guest (guest-exec), wait for it, return its result.
-
-    guest-exec-status is polled, starting every ``poll_interval`` seconds and
-    backing off to ``max_poll_interval``.  ``env`` replaces the environment.
-    If the caller gives up (timeout, cancellation) the program keeps running in
-    the guest: qemu-ga cannot kill it.  qemu-ga keeps at most 16 MiB of each
-    output stream (the ``*_truncated`` flags say so); a reply carrying that
-    much is ~43 MiB of base64, which the codec allows for guest-exec-status
-    whatever the client's max_reply_size (``protocol.REPLY_SIZE_FLOORS``).
-    """
-    if isinstance(argv, str | bytes) or not argv:
-        raise UsageError("argv must be a non-empty list of strings (program first)")
-    if poll_interval <= 0 or max_poll_interval < poll_interval:
-        raise UsageError("need 0 < poll_interval <= max_poll_interval")
-    argv = tuple(argv)
-    pid = await agent.exec(
-        argv[0], argv[1:], env=env, input_data=input, capture_output=capture_output
-    )
-    delay = poll_interval
-    while True:
-        status = await agent.exec_status(pid)
-        if status.exited:
-            return ProgramResult(
-                argv=argv,
-                pid=pid,
-                exit_code=status.exit_code,
-                signal=status.signal,
-                stdout=status.stdout,
-                stderr=status.stderr,
-                stdout_truncated=status.stdout_truncated,
-                stderr_truncated=status.stderr_truncated,
-            )
-        await trio.sleep(delay)
-        delay = min(delay * 1.5, max_poll_interval)

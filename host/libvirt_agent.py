@@ -28,14 +28,18 @@ from gagent.protocol import NO_REPLY_COMMANDS, encode_command
 
 from .virt import ERROR_CODES, Domain, LibvirtAgentError
 
-__all__ = ["LIBVIRT_MAX_AGENT_REPLY", "LibvirtAgent"]
+__all__ = ["LIBVIRT_AGENT_READ_LIMIT", "LIBVIRT_RPC_STRING_MAX", "LibvirtAgent"]
 
-#: libvirt reads at most this much of one agent reply (QEMU_AGENT_MAX_RESPONSE
-#: in its qemu_agent.c).  Past it, libvirt fails the command AND marks the
-#: domain's agent as broken ("not available due to an error") until qemu-ga
-#: reconnects, so callers must stay under it (file reads do, see transfer.py).
-LIBVIRT_MAX_AGENT_REPLY = 10 * 1024 * 1024
+#: libvirtd reads at most this much of one agent reply (QEMU_AGENT_MAX_RESPONSE in
+#: its qemu_agent.c).  Past it, libvirt fails the command AND marks the domain's
+#: agent as broken ("not available due to an error") until qemu-ga reconnects.
+LIBVIRT_AGENT_READ_LIMIT = 10 * 1024 * 1024
+#: ... and its RPC carries at most this much of it back to a client
+#: (REMOTE_STRING_MAX): a larger reply fails with "Unable to encode message
+#: payload" (the agent itself stays usable).  The smaller bound is the route's.
+LIBVIRT_RPC_STRING_MAX = 4 * 1024 * 1024
 _TOO_LARGE = re.compile(r"No complete agent response found in (\d+) bytes")
+_RPC_TOO_LARGE = "Unable to encode message payload"
 _BROKEN_BY_ERROR = "not available due to an error"
 
 _AGENT_UNRESPONSIVE = ERROR_CODES.agent_unresponsive
@@ -53,7 +57,7 @@ _DEFAULT = -1
 class LibvirtAgent(AgentCommands):
     """Typed agent commands relayed through libvirt for one domain."""
 
-    max_reply_size = LIBVIRT_MAX_AGENT_REPLY
+    max_reply_size = LIBVIRT_RPC_STRING_MAX
 
     def __init__(self, domain: Domain):
         super().__init__()
@@ -111,6 +115,15 @@ def _map_error(
                 f"that is libvirt's own bound, and libvirt now refuses {domain}'s agent until "
                 "qemu-ga reconnects (restart it in the guest: systemctl restart "
                 "qemu-guest-agent); for large replies use gagent's channel (--transport socket)"
+            ),
+        )
+    if _RPC_TOO_LARGE in message:
+        return ReplyTooLarge(
+            LIBVIRT_RPC_STRING_MAX,
+            command=command,
+            advice=(
+                "that is what libvirt's RPC carries of one agent reply (the agent itself is "
+                "fine); ask for less, or use gagent's channel (--transport socket)"
             ),
         )
     if _BROKEN_BY_ERROR in message:

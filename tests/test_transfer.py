@@ -1,15 +1,12 @@
 """copy_to_guest / copy_from_guest through the real qemu-ga (it runs as this
-user, so guest paths are local paths), and run_program against a scripted agent
-on trio memory streams (guest-exec is blocked on the host)."""
+user, so guest paths are local paths), and a scripted agent on trio memory
+streams for what the real one will not do on demand (short writes, hangs)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import itertools
-import json
 import os
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -17,17 +14,17 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from scripted_agent import ScriptedAgent, b64, guest_info, with_fake
 
 import gagent
 from gagent import transfer
-from gagent.errors import AgentError, CommandUnavailable, UsageError
+from gagent.errors import AgentError, UsageError
 from gagent.transfer import (
     DEFAULT_CHUNK,
     MAX_CHUNK,
     MAX_WRITE_CHUNK,
     copy_from_guest,
     copy_to_guest,
-    run_program,
 )
 
 TIMEOUT = 30
@@ -252,164 +249,9 @@ async def test_chunk_size_checks(qemu_ga, tmp_path):
             with pytest.raises(UsageError, match="is a directory"):
                 await copy_from_guest(agent, str(source), tmp_path, chunk_size=4096)
             assert len(handles) == 2  # refused before anything was opened
-            with pytest.raises(CommandUnavailable):  # guest-exec is blocked on the host
-                await run_program(agent, ["/bin/true"])
 
 
 # ------------------------------------------------ scripted agent on memory streams
-
-
-class FakeAgent:
-    """The agent end of a memory stream: answers syncs itself, everything else
-    through ``handlers[command](arguments)``; a handler may raise AgentError
-    (sent as an error reply) or return NO_REPLY."""
-
-    NO_REPLY = object()
-
-    def __init__(self, stream: trio.abc.Stream, handlers: dict[str, Callable[[Any], Any]]):
-        self.stream = stream
-        self.handlers = handlers
-        self.requests: list[tuple[str, Any, float]] = []
-
-    async def serve(self) -> None:
-        buffer = b""
-        while data := await self.stream.receive_some(65536):
-            buffer += data
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                line = line.replace(b"\xff", b"").strip()
-                if line:
-                    await self._answer(json.loads(line))
-
-    async def _answer(self, request: dict[str, Any]) -> None:
-        command, arguments = request["execute"], request.get("arguments")
-        if command == "guest-sync-delimited":
-            await self.stream.send_all(b"\xff" + self._line({"return": arguments["id"]}))
-            return
-        self.requests.append((command, arguments, trio.current_time()))
-        try:
-            value = self.handlers[command](arguments)
-        except AgentError as exc:
-            reply = {"error": {"class": exc.error_class, "desc": exc.desc}}
-        else:
-            if value is self.NO_REPLY:
-                return
-            reply = {"return": value}
-        await self.stream.send_all(self._line(reply))
-
-    @staticmethod
-    def _line(value: Any) -> bytes:
-        return json.dumps(value).encode() + b"\n"
-
-    def sent(self, command: str) -> list[tuple[Any, float]]:
-        return [(args, when) for name, args, when in self.requests if name == command]
-
-
-def guest_info(*commands: str) -> Callable[[Any], Any]:
-    names = ("guest-ping", *commands)
-    return lambda _: {
-        "version": "7.2.0",
-        "supported_commands": [
-            {"name": n, "enabled": True, "success-response": True} for n in names
-        ],
-    }
-
-
-async def with_fake(handlers: dict[str, Callable[[Any], Any]], body) -> FakeAgent:
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    fake = FakeAgent(server_stream, handlers)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(fake.serve)
-        async with gagent.open_agent_over(client_stream, name="fake") as agent:
-            await body(agent)
-        nursery.cancel_scope.cancel()
-    return fake
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-async def test_run_program_polls_with_backoff(autojump_clock):
-    statuses = iter(
-        [
-            {"exited": False},
-            {"exited": False},
-            {
-                "exited": True,
-                "exitcode": 3,
-                "out-data": b64(b"hello\n"),
-                "err-data": b64(b"warn\n"),
-                "err-truncated": True,
-            },
-        ]
-    )
-    handlers = {
-        "guest-info": guest_info("guest-exec", "guest-exec-status"),
-        "guest-exec": lambda args: {"pid": 4242},
-        "guest-exec-status": lambda args: next(statuses),
-    }
-    results = []
-
-    async def body(agent) -> None:
-        results.append(
-            await run_program(
-                agent,
-                ["/bin/sh", "-c", "echo hello"],
-                input=b"in\x00",
-                env={"LANG": "C"},
-                poll_interval=0.1,
-                max_poll_interval=1.0,
-            )
-        )
-
-    with trio.fail_after(TIMEOUT):
-        fake = await with_fake(handlers, body)
-    (result,) = results
-    assert (result.pid, result.exit_code, result.signal) == (4242, 3, None)
-    assert (result.stdout, result.stderr) == (b"hello\n", b"warn\n")
-    assert result.stderr_truncated and not result.stdout_truncated
-    assert not result.succeeded
-    assert result.argv == ("/bin/sh", "-c", "echo hello")
-    ((exec_args, _),) = fake.sent("guest-exec")
-    assert exec_args == {
-        "path": "/bin/sh",
-        "arg": ["-c", "echo hello"],
-        "env": ["LANG=C"],
-        "input-data": b64(b"in\x00"),
-        "capture-output": True,
-    }
-    polls = fake.sent("guest-exec-status")
-    assert [args for args, _ in polls] == [{"pid": 4242}] * 3
-    gaps = [later - earlier for (_, earlier), (_, later) in itertools.pairwise(polls)]
-    assert gaps == pytest.approx([0.1, 0.15])
-
-
-async def test_run_program_killed_and_bad_argv(autojump_clock):
-    handlers = {
-        "guest-info": guest_info("guest-exec", "guest-exec-status"),
-        "guest-exec": lambda args: {"pid": 7},
-        "guest-exec-status": lambda args: {"exited": True, "signal": 9},
-    }
-    results = []
-
-    async def body(agent) -> None:
-        results.append(await run_program(agent, ["/bin/sleep", "100"], capture_output=False))
-        for bad in ([], "/bin/true", ["/bin/true", 1]):
-            with pytest.raises(UsageError):
-                await run_program(agent, bad)
-
-    with trio.fail_after(TIMEOUT):
-        fake = await with_fake(handlers, body)
-    (result,) = results
-    assert (result.exit_code, result.signal, result.stdout, result.succeeded) == (
-        None,
-        9,
-        b"",
-        False,
-    )
-    assert "capture-output" not in fake.sent("guest-exec")[0][0]
-    assert len(fake.sent("guest-exec")) == 1
 
 
 async def test_short_writes_are_completed(tmp_path):
@@ -449,8 +291,8 @@ async def test_hung_close_gives_up_after_its_deadline(tmp_path, monkeypatch):
     handlers = {
         "guest-info": guest_info("guest-file-open", "guest-file-read", "guest-file-close"),
         "guest-file-open": lambda args: 1000,
-        "guest-file-read": lambda args: FakeAgent.NO_REPLY,
-        "guest-file-close": lambda args: FakeAgent.NO_REPLY,
+        "guest-file-read": lambda args: ScriptedAgent.NO_REPLY,
+        "guest-file-close": lambda args: ScriptedAgent.NO_REPLY,
     }
     times = []
 

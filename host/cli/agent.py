@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from gagent import transfer
+from gagent import programs, transfer
 from gagent.client import open_agent
 from gagent.commands import AgentCommands
 from gagent.errors import UsageError
@@ -242,7 +242,7 @@ def exec_(options: AgentOptions, input_file: Any, argv: tuple[str, ...]) -> int:
     """Run ARGV in the guest, print its output, exit with its exit code."""
     data = input_file.read() if input_file else None
     result = options.run(
-        lambda agent: transfer.run_program(agent, list(argv), input=data),
+        lambda agent: programs.run_program(agent, list(argv), input=data),
         default_timeout=LONG_TIMEOUT,
     )
     if options.output.as_json:

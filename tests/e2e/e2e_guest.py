@@ -7,7 +7,7 @@ and keeps its pid in ``/run/gagent-qga/<port>.pid``.
 from __future__ import annotations
 
 from gagent.commands import AgentCommands
-from gagent.transfer import run_program
+from gagent.programs import run_program
 
 INIT_SCRIPT = "/etc/gagent/sysvinit/gagent-qga"
 

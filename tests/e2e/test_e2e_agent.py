@@ -12,7 +12,8 @@ import trio
 from gagent.client import Agent
 from gagent.fs_types import FsfreezeStatus
 from gagent.host.reach import open_domain_agent
-from gagent.transfer import copy_from_guest, copy_to_guest, run_program
+from gagent.programs import run_program
+from gagent.transfer import copy_from_guest, copy_to_guest
 
 pytestmark = pytest.mark.e2e
 

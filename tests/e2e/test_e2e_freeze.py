@@ -18,7 +18,7 @@ import trio
 from gagent.errors import FrozenStateViolation, GuestFrozen
 from gagent.fs_types import FsfreezeStatus
 from gagent.host.reach import open_domain_agent
-from gagent.transfer import run_program
+from gagent.programs import run_program
 
 pytestmark = pytest.mark.e2e
 

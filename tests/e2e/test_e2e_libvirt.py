@@ -11,7 +11,7 @@ from gagent.errors import AgentUnavailable, CommandNotFound, ReplyTooLarge
 from gagent.host.channel import LIBVIRT_AGENT_CHANNEL
 from gagent.host.libvirt_agent import LibvirtAgent
 from gagent.host.reach import open_domain_agent
-from gagent.transfer import run_program
+from gagent.programs import run_program
 
 pytestmark = pytest.mark.e2e
 
@@ -74,15 +74,42 @@ async def test_libvirt_transport_with_no_agent_in_the_guest(main_domain):
             await agent.ping()
 
 
-async def test_reply_over_libvirts_bound_and_the_way_back(main_domain):
-    """libvirt reads 10 MiB of an agent reply at most, then gives the agent up until
-    qemu-ga reconnects: gagent names both states and the way out."""
+BIG_OUTPUT = ["/bin/sh", "-c", "head -c 9000000 /dev/zero; echo done >&2"]
+
+
+async def test_large_program_output_through_libvirt(main_domain):
+    """9 MB of output would be a ~12 MB guest-exec-status reply, over libvirt's 10 MiB:
+    run_program collects it through files in the guest, and libvirt keeps its agent."""
     name, uri = main_domain.name, main_domain.uri
     with trio.fail_after(180):
         async with open_domain_agent(name, uri=uri, transport="libvirt") as agent:
-            # 9 MB of output: a ~12 MB guest-exec-status reply
+            result = await run_program(agent, BIG_OUTPUT)
+            assert result.succeeded, result.stderr
+            assert result.stdout == b"\0" * 9_000_000 and result.stderr == b"done\n"
+            assert await agent.host_name() == main_domain.hostname  # libvirt still talks to it
+            # (listed with the raw commands: run_program here would list its own files)
+            pid = await agent.exec("/bin/ls", ["-a", "/tmp"], capture_output=True)
+            while True:
+                listing = await agent.exec_status(pid)
+                if listing.exited:
+                    break
+                await trio.sleep(0.1)
+            assert b".gagent-exec-" not in listing.stdout, listing.stdout
+
+
+async def test_reply_over_libvirts_bound_and_the_way_back(main_domain):
+    """The raw commands have no such way around: libvirt reads 10 MiB of a reply at most,
+    then gives the agent up until qemu-ga reconnects; gagent names both states and the
+    way out."""
+    name, uri = main_domain.name, main_domain.uri
+    with trio.fail_after(180):
+        async with open_domain_agent(name, uri=uri, transport="libvirt") as agent:
+            pid = await agent.exec(BIG_OUTPUT[0], BIG_OUTPUT[1:], capture_output=True)
             with pytest.raises(ReplyTooLarge) as too_large:
-                await run_program(agent, ["/bin/sh", "-c", "head -c 9000000 /dev/zero"])
+                while True:
+                    if (await agent.exec_status(pid)).exited:
+                        break
+                    await trio.sleep(0.2)
             assert "systemctl restart qemu-guest-agent" in str(too_large.value)
             with pytest.raises(AgentUnavailable) as refused:
                 await agent.host_name()
@@ -90,7 +117,7 @@ async def test_reply_over_libvirts_bound_and_the_way_back(main_domain):
         try:
             # the same program through gagent's own channel has no such bound
             async with open_domain_agent(name, uri=uri, transport="socket") as ours:
-                result = await run_program(ours, ["/bin/sh", "-c", "head -c 9000000 /dev/zero"])
+                result = await run_program(ours, BIG_OUTPUT)
                 assert len(result.stdout) == 9_000_000
         finally:
             async with open_domain_agent(name, uri=uri, transport="socket") as ours:

@@ -19,7 +19,7 @@ import trio
 from gagent.client import open_agent
 from gagent.host.channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
 from gagent.host.probe import probe_domain
-from gagent.transfer import run_program
+from gagent.programs import run_program
 
 pytestmark = pytest.mark.e2e
 

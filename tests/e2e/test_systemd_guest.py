@@ -28,7 +28,8 @@ from gagent.freeze import frozen
 from gagent.fs_types import FsfreezeStatus
 from gagent.host.channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
 from gagent.host.reach import open_domain_agent
-from gagent.transfer import copy_to_guest, run_program
+from gagent.programs import run_program
+from gagent.transfer import copy_to_guest
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,7 @@ from gagent.client import open_agent
 from gagent.host.channel import LIBVIRT_AGENT_CHANNEL
 from gagent.host.virt import open_hypervisor
 from gagent.host.watch import ChangeEvent, watch
-from gagent.transfer import run_program
+from gagent.programs import run_program
 
 pytestmark = pytest.mark.e2e
 

@@ -39,7 +39,8 @@ from gagent.errors import (
 )
 from gagent.fs_types import FsfreezeStatus
 from gagent.host.libvirt_agent import (
-    LIBVIRT_MAX_AGENT_REPLY,
+    LIBVIRT_AGENT_READ_LIMIT,
+    LIBVIRT_RPC_STRING_MAX,
     LibvirtAgent,
     _libvirt_timeout,
     _map_error,
@@ -295,10 +296,19 @@ def test_map_reply_over_libvirts_bound_is_reply_too_large():
     message = "No complete agent response found in 10485760 bytes: Numerical result out of range"
     err = mapped(libvirt_error(message, libvirt.VIR_ERR_SYSTEM_ERROR), "guest-exec-status")
     assert type(err) is ReplyTooLarge
-    assert (err.limit, err.command) == (LIBVIRT_MAX_AGENT_REPLY, "guest-exec-status")
+    assert (err.limit, err.command) == (LIBVIRT_AGENT_READ_LIMIT, "guest-exec-status")
     text = str(err)
     assert "systemctl restart qemu-guest-agent" in text and "--transport socket" in text
     assert "max_reply_size" not in text  # not ours to raise
+
+
+def test_map_reply_over_libvirts_rpc_bound_is_reply_too_large():
+    # a guest-file-read of 4 MiB through qemu:///system (measured)
+    message = "Unable to encode message payload"
+    err = mapped(libvirt_error(message, libvirt.VIR_ERR_RPC), "guest-file-read")
+    assert type(err) is ReplyTooLarge
+    assert (err.limit, err.command) == (LIBVIRT_RPC_STRING_MAX, "guest-file-read")
+    assert "the agent itself is fine" in str(err) and "--transport socket" in str(err)
 
 
 def test_map_agent_libvirt_gave_up_on_names_the_way_back():
@@ -311,9 +321,9 @@ def test_map_agent_libvirt_gave_up_on_names_the_way_back():
 
 def test_libvirt_route_bounds_file_reads_by_libvirts_reply_limit():
     agent = LibvirtAgent(ScriptedDomain({}))
-    assert agent.max_reply_size == LIBVIRT_MAX_AGENT_REPLY
-    with pytest.raises(UsageError, match="max_reply_size of 10485760"):
-        transfer._check_chunk_size(agent, 8 * 1024 * 1024, reading=True)
+    assert agent.max_reply_size == LIBVIRT_RPC_STRING_MAX
+    with pytest.raises(UsageError, match="max_reply_size of 4194304"):
+        transfer._check_chunk_size(agent, 4 * 1024 * 1024, reading=True)
     transfer._check_chunk_size(agent, transfer.DEFAULT_CHUNK, reading=True)
 
 
