@@ -84,6 +84,8 @@ class AgentCommands:
 
     #: The transport's bound on one reply in bytes (None: the transport has none).
     max_reply_size: int | None = None
+    #: The transport's bound on one request in bytes (None: only qemu-ga's own).
+    max_request_size: int | None = None
 
     async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
         raise NotImplementedError

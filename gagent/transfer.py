@@ -56,6 +56,8 @@ MAX_WRITE_CHUNK = (64 * 1024 * 1024 - 256) // 4 * 3
 CLOSE_TIMEOUT = 5.0
 #: JSON around the base64 of a guest-file-read reply: {"return": {"count": N, ...}}.
 _READ_REPLY_OVERHEAD = 128
+#: JSON around the base64 of a guest-file-write request.
+_WRITE_REQUEST_OVERHEAD = 128
 #: Pause before reading again when a read returned nothing yet no EOF (a pipe).
 _EMPTY_READ_PAUSE = 0.05
 
@@ -182,16 +184,22 @@ def _check_chunk_size(agent: AgentCommands, chunk_size: int, *, reading: bool = 
     largest = MAX_CHUNK if reading else MAX_WRITE_CHUNK
     if chunk_size > largest:
         raise UsageError(f"chunk_size {chunk_size} is over qemu-ga's limit of {largest} bytes")
-    limit = _max_reply_size(agent)
-    if reading and limit is not None:
-        reply = 4 * -(-chunk_size // 3) + _READ_REPLY_OVERHEAD
-        if reply > limit:
-            largest = (limit - _READ_REPLY_OVERHEAD) // 4 * 3
-            raise UsageError(
-                f"a {chunk_size}-byte chunk comes back as ~{reply} bytes of base64 JSON, over "
-                f"the client's max_reply_size of {limit}: use chunk_size <= {largest} "
-                "or open the agent with a larger max_reply_size"
-            )
+    if reading:
+        _check_fits(chunk_size, _max_reply_size(agent), _READ_REPLY_OVERHEAD,
+                    "comes back as", "the client's max_reply_size")  # fmt: skip
+    else:
+        _check_fits(chunk_size, agent.max_request_size, _WRITE_REQUEST_OVERHEAD,
+                    "goes out as", "the route's bound on one request")  # fmt: skip
+
+
+def _check_fits(chunk_size: int, bound: int | None, overhead: int, how: str, what: str) -> None:
+    """A chunk's base64 JSON must fit the transport's ``bound`` (None: no bound)."""
+    size = 4 * -(-chunk_size // 3) + overhead
+    if bound is not None and size > bound:
+        raise UsageError(
+            f"a {chunk_size}-byte chunk {how} ~{size} bytes of base64 JSON, over {what} "
+            f"of {bound}: use chunk_size <= {(bound - overhead) // 4 * 3}"
+        )
 
 
 def _max_reply_size(agent: AgentCommands) -> int | None:

@@ -37,6 +37,7 @@ LIBVIRT_AGENT_READ_LIMIT = 10 * 1024 * 1024
 #: ... and its RPC carries at most this much of it back to a client
 #: (REMOTE_STRING_MAX): a larger reply fails with "Unable to encode message
 #: payload" (the agent itself stays usable).  The smaller bound is the route's.
+#: The same RPC bound holds for a request (file writes size their chunks to it).
 LIBVIRT_RPC_STRING_MAX = 4 * 1024 * 1024
 _TOO_LARGE = re.compile(r"No complete agent response found in (\d+) bytes")
 _RPC_TOO_LARGE = "Unable to encode message payload"
@@ -58,6 +59,7 @@ class LibvirtAgent(AgentCommands):
     """Typed agent commands relayed through libvirt for one domain."""
 
     max_reply_size = LIBVIRT_RPC_STRING_MAX
+    max_request_size = LIBVIRT_RPC_STRING_MAX
 
     def __init__(self, domain: Domain):
         super().__init__()

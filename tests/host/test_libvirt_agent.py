@@ -325,6 +325,11 @@ def test_libvirt_route_bounds_file_reads_by_libvirts_reply_limit():
     with pytest.raises(UsageError, match="max_reply_size of 4194304"):
         transfer._check_chunk_size(agent, 4 * 1024 * 1024, reading=True)
     transfer._check_chunk_size(agent, transfer.DEFAULT_CHUNK, reading=True)
+    # the RPC bounds what goes out as well: a file write's base64 must fit it too
+    assert agent.max_request_size == LIBVIRT_RPC_STRING_MAX
+    with pytest.raises(UsageError, match="bound on one request of 4194304"):
+        transfer._check_chunk_size(agent, 4 * 1024 * 1024)
+    transfer._check_chunk_size(agent, transfer.DEFAULT_CHUNK)
 
 
 def test_map_domain_not_running():
