@@ -50,8 +50,11 @@ _OUTPUT_CHUNK = 4 * 1024 * 1024
 #: guest-fsfreeze-freeze, so a program run while the guest is frozen does not
 #: block on its own output), else /tmp.
 _OUTPUT_DIRS = ("/dev/shm", "/tmp")
-#: $0 is the files' name; noclobber refuses a file someone planted there.
+#: $0 is the files' name; noclobber refuses a file someone planted there.  A
+#: caller's ``env`` without PATH still finds programs by name, as qemu-ga's own
+#: spawn does (it searches its own PATH).
 _REDIRECT = (
+    ': "${PATH:=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}"; '
     'umask 077; set -C; d=/dev/shm; [ -d "$d" ] && [ -w "$d" ] || d=/tmp; '
     'exec "$@" >"$d/$0.out" 2>"$d/$0.err"'
 )

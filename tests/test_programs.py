@@ -4,6 +4,7 @@ blocked on the host's real qemu-ga, which only shows that the refusal is local).
 from __future__ import annotations
 
 import itertools
+import subprocess
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from scripted_agent import b64, guest_info, with_fake
 
 import gagent
 from gagent.errors import AgentError, CommandUnavailable, UsageError
-from gagent.programs import OUTPUT_LIMIT, run_program
+from gagent.programs import _REDIRECT, OUTPUT_LIMIT, run_program
 
 TIMEOUT = 30
 MiB = 1024 * 1024
@@ -257,3 +258,37 @@ async def test_small_route_cancelled_still_removes_the_files(autojump_clock):
     assert guest.removed == [
         f"{d}/{name}.{k}" for d in ("/dev/shm", "/tmp") for k in ("out", "err")
     ]
+
+
+# ------------------------------------------- the redirecting shell, run for real
+
+
+def _redirect(tmp_path, argv: list[str], env: dict[str, str] | None = None):
+    """The script run_program hands the guest's /bin/sh, with tmp_path as its tmpfs."""
+    script = _REDIRECT.replace("/dev/shm", str(tmp_path))
+    proc = subprocess.run(
+        ["/bin/sh", "-c", script, ".gagent-exec-test", *argv],
+        env=env if env is not None else {},
+        capture_output=True,
+        timeout=30,
+    )
+    return proc, tmp_path / ".gagent-exec-test.out", tmp_path / ".gagent-exec-test.err"
+
+
+def test_redirect_keeps_exit_code_output_and_privacy(tmp_path):
+    proc, out, err = _redirect(tmp_path, ["sh", "-c", "echo o; echo e >&2; exit 3"])
+    assert proc.returncode == 3 and proc.stdout == proc.stderr == b""
+    assert (out.read_bytes(), err.read_bytes()) == (b"o\n", b"e\n")
+    assert out.stat().st_mode & 0o777 == 0o600  # umask 077: private output
+    # an empty environment still finds programs by name
+    again = tmp_path / "again"
+    again.mkdir()
+    proc, out, _ = _redirect(again, ["env"])
+    assert proc.returncode == 0, proc
+
+
+def test_redirect_never_writes_through_a_planted_file(tmp_path):
+    planted = tmp_path / ".gagent-exec-test.out"
+    planted.write_bytes(b"someone else's")
+    proc, out, _ = _redirect(tmp_path, ["echo", "mine"])
+    assert proc.returncode != 0 and out.read_bytes() == b"someone else's"
