@@ -491,6 +491,9 @@ def domain_xml(
     ET.SubElement(disk, "source", file=str(Path(data_disk).resolve()))
     ET.SubElement(disk, "target", dev="vda", bus="virtio")
     ET.SubElement(dev, "controller", type="virtio-serial", index="0")
+    # No USB controller (libvirt adds one by default): nothing uses it, and
+    # probing it costs boot time under TCG.
+    ET.SubElement(dev, "controller", type="usb", index="0", model="none")
     serial = ET.SubElement(dev, "serial", type="file")
     ET.SubElement(serial, "source", path=str(Path(serial_log).resolve()))
     ET.SubElement(serial, "target", port="0")
