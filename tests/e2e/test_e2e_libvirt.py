@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import trio
 from e2e_guest import gagent_qga
@@ -129,3 +132,16 @@ async def test_reply_over_libvirts_bound_and_the_way_back(main_domain):
                         break
                 except AgentUnavailable:
                     await trio.sleep(0.2)
+
+
+async def test_gagent_agent_exec_through_libvirt_prints_large_output(main_domain):
+    """``gagent agent DOMAIN --transport libvirt exec`` as an operator runs it."""
+    gagent = Path(sys.executable).with_name("gagent")
+    argv = [
+        str(gagent), "agent", main_domain.name, "-c", main_domain.uri, "--transport", "libvirt",
+        "exec", "--", "/bin/sh", "-c", "head -c 6000000 /dev/zero; echo fine >&2; exit 4",
+    ]  # fmt: skip
+    with trio.fail_after(180):
+        proc = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+    assert proc.returncode == 4, proc.stderr  # the program's own exit code
+    assert proc.stdout == b"\0" * 6_000_000 and proc.stderr == b"fine\n"
