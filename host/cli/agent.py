@@ -252,6 +252,20 @@ def exec_(options: AgentOptions, input_file: Any, argv: tuple[str, ...]) -> int:
         sys.stdout.flush()
         sys.stderr.buffer.write(result.stderr)
         sys.stderr.flush()
+        # on a line of its own, whatever the program's stderr ended with
+        lead = "\n" if result.stderr and not result.stderr.endswith(b"\n") else ""
+        for stream, cut in (
+            ("stdout", result.stdout_truncated),
+            ("stderr", result.stderr_truncated),
+        ):
+            if cut:  # never pass a cut output off as the whole of it
+                print(
+                    f"{lead}gagent: warning: the guest kept only the first "
+                    f"{programs.OUTPUT_LIMIT // (1024 * 1024)} MiB of the program's {stream}: "
+                    "redirect it to a file in the guest and fetch that with copy-from",
+                    file=sys.stderr,
+                )
+                lead = ""
     if result.exit_code is not None:
         return result.exit_code
     return 128 + (result.signal or 0)

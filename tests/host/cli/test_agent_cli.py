@@ -468,3 +468,26 @@ def test_entry_point_subprocess_usage_error(argv, line):
     assert (proc.returncode, proc.stdout) == (2, "")
     assert "Usage:" not in proc.stderr
     assert error_line(proc.stderr).startswith(f"gagent: error: {line}")
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_exec_says_when_the_guest_cut_the_output(capsys, sock, monkeypatch, as_json):
+    from gagent import programs
+
+    async def cut_short(agent, argv, **kw):
+        return programs.ProgramResult(
+            argv=tuple(argv), pid=1, exit_code=0, signal=None, stdout=b"o" * 10,
+            stderr=b"e", stdout_truncated=True, stderr_truncated=False,
+        )  # fmt: skip
+
+    monkeypatch.setattr(programs, "run_program", cut_short)
+    argv = ["agent", "--socket", str(sock), *(["--json"] if as_json else []), "exec", "--", "x"]
+    code, out, err = run(capsys, *argv)
+    assert code == 0
+    if as_json:
+        assert json.loads(out)["stdout_truncated"] is True  # the flag says it
+    else:
+        assert out == "o" * 10
+        warnings = [line for line in err.splitlines() if line.startswith("gagent: warning:")]
+        assert len(warnings) == 1 and "first 16 MiB of the program's stdout" in warnings[0]
+        assert "copy-from" in warnings[0]
