@@ -73,6 +73,10 @@ __all__ = [
 ]
 
 
+#: How long closing a connection may take (a hung libvirtd never acknowledges it).
+CLOSE_TIMEOUT = 2.0
+
+
 @dataclass
 class Hypervisor:
     """An open libvirt connection."""
@@ -81,7 +85,20 @@ class Hypervisor:
     uri: str
 
     async def close(self) -> None:
-        await trio.to_thread.run_sync(self.conn.close)
+        """Close the connection, giving a hung libvirtd :data:`CLOSE_TIMEOUT` at most.
+
+        Shielded (a cancelled command still closes what it opened) and bounded
+        (closing sends libvirtd a message; a daemon that never answers is left
+        to the worker thread, which ends with the process).
+        """
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+            await trio.to_thread.run_sync(self.conn.close, abandon_on_cancel=True)
+
+    async def __aenter__(self) -> Hypervisor:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     async def hostname(self) -> str:
         return await call(self.conn.getHostname, doing="getHostname")
@@ -279,13 +296,13 @@ class Domain:
         atomic: bool = True,
         no_metadata: bool = False,
         quiesce: bool = False,
-        abandon_on_cancel: bool = False,
+        abandon_on_cancel: bool = True,
     ) -> str:
         """virDomainSnapshotCreateXML with the flags named; returns the snapshot's name.
 
-        libvirt cannot be interrupted: by default a cancelled caller waits for the
-        call to finish; with ``abandon_on_cancel`` it moves on and the worker
-        thread finishes the call by itself.
+        libvirt cannot be interrupted: a cancelled caller moves on and the worker
+        thread finishes the call by itself (libvirt may then still complete the
+        snapshot); ``abandon_on_cancel=False`` waits for it instead.
         """
         flags = snapshot_create_flags(
             disk_only=disk_only, atomic=atomic, no_metadata=no_metadata, quiesce=quiesce
@@ -327,14 +344,16 @@ class DomainRecord:
 
 
 async def open_hypervisor(
-    uri: str | None = None, *, events: bool = False, cancellable: bool = False
+    uri: str | None = None, *, events: bool = False, cancellable: bool = True
 ) -> Hypervisor:
     """Open a connection (see :func:`resolve_uri` for how the URI is chosen).
 
-    ``events=True`` sets up libvirt's event loop first, for :func:`watch_events`.
-    ``cancellable=True`` lets a cancellation (a per-host timeout) abandon a
-    connect that hangs (an unanswering ssh host): the worker thread ends by
-    itself, and a connection it opens late is closed when garbage-collected.
+    Use it as ``async with await open_hypervisor(uri) as hypervisor:`` (or call
+    :meth:`Hypervisor.close`).  ``events=True`` sets up libvirt's event loop
+    first, for :func:`watch_events`.  A cancellation (the caller's deadline)
+    abandons a connect that hangs (an unanswering host or daemon): the worker
+    thread ends by itself, and a connection it opens late is closed when
+    garbage-collected.
     """
     conn = await connect(resolve_uri(uri), events=events, cancellable=cancellable)
     return Hypervisor(conn, conn.getURI())

@@ -97,13 +97,15 @@ def _error_kind(exc: libvirt.libvirtError) -> type[HostError]:
 
 
 async def call(
-    func: Callable[..., T], *args: Any, doing: str, abandon_on_cancel: bool = False
+    func: Callable[..., T], *args: Any, doing: str, abandon_on_cancel: bool = True
 ) -> T:
     """``func(*args)`` in a worker thread; a libvirtError becomes a HostError.
 
-    libvirt cannot be interrupted: by default a cancelled caller waits for the
-    call to finish; with ``abandon_on_cancel`` it moves on and the worker
-    thread finishes the call by itself.
+    libvirt cannot be interrupted, and a hung libvirtd never answers: so a
+    cancelled caller (its deadline passed, Ctrl-C, SIGTERM) moves on at once and
+    the worker thread finishes the call by itself, whenever libvirt lets it.
+    That is what keeps every ``--timeout`` true.  ``abandon_on_cancel=False``
+    waits for the call instead (for a caller that must know how it ended).
     """
 
     def run() -> T:
@@ -165,7 +167,7 @@ async def agent_command(dom: VirDomain, request: str, wait_seconds: int, *, doin
 # ------------------------------------------------ connections and domains
 
 
-async def connect(uri: str | None, *, events: bool, cancellable: bool) -> VirConnect:
+async def connect(uri: str | None, *, events: bool, cancellable: bool = True) -> VirConnect:
     """libvirt.open(uri) (None: libvirt's default); see gagent.host.virt.open_hypervisor."""
     if events:
         _start_event_loop()
@@ -204,7 +206,7 @@ async def lookup_domain(conn: VirConnect, ref: str, *, uri: str) -> VirDomain:
                 ) from None
             raise _host_error(exc, f"looking up domain {ref!r}") from None
 
-    return await trio.to_thread.run_sync(find)
+    return await trio.to_thread.run_sync(find, abandon_on_cancel=True)
 
 
 def _looks_like_uuid(text: str) -> bool:

@@ -20,8 +20,8 @@ and ``checks_domain`` (the built-ins), ``plugins``, ``external``,
 
 from __future__ import annotations
 
+from ..domxml import DomainFacts, parse_domain
 from .context import AgentProbe, MigrationContext, MigrationOptions, gather_context
-from .domxml import DomainFacts, parse_domain
 from .framework import (
     Check,
     CheckResult,

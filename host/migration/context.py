@@ -19,8 +19,8 @@ from gagent.commands import AgentCommands
 from gagent.errors import GagentError
 
 from ..channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL, list_channels
+from ..domxml import DomainFacts, parse_domain
 from ..virt import Domain, DomainState, Hypervisor
-from .domxml import DomainFacts, parse_domain
 
 __all__ = ["AgentProbe", "MigrationContext", "MigrationOptions", "gather_context"]
 

@@ -1,8 +1,15 @@
-"""What the checks need to know from a domain's XML (pure: lxml only, no I/O).
+"""The one read model of a domain's XML, and the one hardened parser (pure: lxml, no I/O).
 
 :func:`parse_domain` reads the live XML of a running domain (or the inactive
-one) into :class:`DomainFacts`: virtualization type, architecture, CPU,
-memory, disks, network interfaces and host devices.
+one) into :class:`DomainFacts`: identity, virtualization type, architecture,
+CPU, memory, disks (with their backing files), network interfaces, host
+devices, agent channels and gagent's metadata.  Every command that reads a
+domain reads it through here (the domain session of :mod:`gagent.host.session`
+parses the XML once); the writers (:mod:`gagent.host.channel` edits channels
+in place) keep their own editing tree.
+
+The parser resolves no entities and touches no network, and its errors are
+gagent errors (:class:`DomainXmlError`), never lxml's.
 """
 
 from __future__ import annotations
@@ -13,7 +20,49 @@ from lxml import etree
 
 from gagent.errors import UsageError
 
-__all__ = ["DiskRef", "DomainFacts", "HostDevice", "InterfaceRef", "parse_domain"]
+__all__ = [
+    "Channel", "DiskRef", "DomainFacts", "DomainXmlError", "HostDevice", "InterfaceRef",
+    "channel_of", "parse_channels", "parse_domain", "parse_xml",
+]  # fmt: skip
+
+
+class DomainXmlError(UsageError):
+    """A document that is not a well-formed libvirt domain XML."""
+
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+
+
+def parse_xml(text: str | bytes, *, root_tag: str | None = "domain") -> etree._Element:
+    """Parse XML from libvirt or a user safely: no entities, no network, gagent errors."""
+    what = f"{root_tag or 'the'} XML"
+    if not isinstance(text, str | bytes):
+        raise DomainXmlError(f"{what} must be str or bytes, not {type(text).__name__}")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DomainXmlError(f"{what} is not UTF-8: {exc}") from None
+    # lxml refuses a str that declares its encoding: parse the UTF-8 bytes instead
+    try:
+        root = etree.fromstring(text.encode(), _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise DomainXmlError(f"malformed {what}: {exc.msg} (line {exc.lineno})") from None
+    if root_tag is not None and root.tag != root_tag:
+        raise DomainXmlError(f"not a {what} document: the root element is <{root.tag}>")
+    return root
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One ``<channel>`` as the domain XML describes it."""
+
+    name: str | None  # <target name=...>; None for guestfwd channels
+    kind: str  # <channel type=...>: 'unix', 'spicevmc', 'pty', ...
+    target_type: str | None  # <target type=...>: 'virtio', 'guestfwd', 'xen'
+    path: str | None  # <source path=...>
+    mode: str | None  # <source mode=...>: 'bind' or 'connect'
+    state: str | None  # live XML only: 'connected' / 'disconnected'
 
 
 @dataclass(frozen=True)
@@ -29,6 +78,7 @@ class DiskRef:
     protocol: str | None = None  # network: rbd, iscsi, nbd, gluster...
     network_name: str | None = None
     readonly: bool = False
+    backing: str | None = None  # live XML: the image under this one (<backingStore>)
 
     @property
     def has_source(self) -> bool:
@@ -66,6 +116,7 @@ class HostDevice:
 class DomainFacts:
     name: str
     uuid: str
+    id: int | None  # live XML of a running domain only
     virt_type: str  # <domain type=...>: kvm, qemu, test
     os_type: str | None
     arch: str | None
@@ -76,24 +127,33 @@ class DomainFacts:
     cpu_xml: str | None
     memory_kib: int
     current_memory_kib: int
+    vcpus: int | None = None  # <vcpu current=...> or <vcpu>
     disks: list[DiskRef] = field(default_factory=list)
     interfaces: list[InterfaceRef] = field(default_factory=list)
     hostdevs: list[HostDevice] = field(default_factory=list)
+    channels: list[Channel] = field(default_factory=list)
+
+    def channel(self, name: str) -> Channel | None:
+        """The channel whose ``<target name=...>`` is ``name``, if any."""
+        return next((c for c in self.channels if c.name == name), None)
+
+    def source_paths(self) -> set[str]:
+        """Every host path a device of the domain binds or opens (sockets, files)."""
+        paths = {c.path for c in self.channels if c.path}
+        return paths | {d.path for d in self.disks if d.path}
 
 
-def parse_domain(xml: str) -> DomainFacts:
-    try:
-        root = etree.fromstring(xml.encode())
-    except etree.XMLSyntaxError as exc:
-        raise UsageError(f"domain XML is not well-formed: {exc}") from None
-    if root.tag != "domain":
-        raise UsageError(f"not a domain XML document (root element <{root.tag}>)")
+def parse_domain(xml: str | bytes) -> DomainFacts:
+    root = parse_xml(xml)
+    raw_id = root.get("id")
+    vcpu = root.find("vcpu")
     os_type = root.find("os/type")
     cpu = root.find("cpu")
     memory = _kib(root.find("memory"))
     return DomainFacts(
         name=root.findtext("name", "").strip(),
         uuid=root.findtext("uuid", "").strip(),
+        id=_int(raw_id) if _int(raw_id) is not None and _int(raw_id) >= 0 else None,
         virt_type=root.get("type", ""),
         os_type=os_type.text.strip() if os_type is not None and os_type.text else None,
         arch=os_type.get("arch") if os_type is not None else None,
@@ -104,10 +164,36 @@ def parse_domain(xml: str) -> DomainFacts:
         cpu_xml=None if cpu is None else etree.tostring(cpu, encoding="unicode"),
         memory_kib=memory,
         current_memory_kib=_kib(root.find("currentMemory")) or memory,
+        vcpus=None if vcpu is None else (_int(vcpu.get("current")) or _int(vcpu.text)),
         disks=[_disk(d) for d in root.iterfind("devices/disk")],
         interfaces=[_interface(i) for i in root.iterfind("devices/interface")],
         hostdevs=_hostdevs(root),
+        channels=[channel_of(c) for c in root.iterfind("devices/channel")],
     )
+
+
+def parse_channels(xml: str | bytes) -> list[Channel]:
+    """Every ``<channel>`` of a domain XML, in document order."""
+    return [channel_of(c) for c in parse_xml(xml).iterfind("devices/channel")]
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text.strip()) if text is not None else None
+    except ValueError:
+        return None
+
+
+def channel_of(el: etree._Element) -> Channel:
+    """One <channel> element as the read model describes it."""
+    target = el.find("target")
+    tget = target.get if target is not None else {}.get
+    sources = el.findall("source")  # udp channels have two; the one with a path matters
+    source = next((s for s in sources if s.get("path")), sources[0] if sources else {})
+    return Channel(
+        tget("name"), el.get("type", ""), tget("type"),
+        source.get("path"), source.get("mode"), tget("state"),
+    )  # fmt: skip
 
 
 _UNITS = {
@@ -139,7 +225,15 @@ def _disk(disk: etree._Element) -> DiskRef:
         protocol=get("protocol"),
         network_name=get("name"),
         readonly=disk.find("readonly") is not None,
+        backing=_backing(disk.find("backingStore")),
     )
+
+
+def _backing(store: etree._Element | None) -> str | None:
+    source = None if store is None else store.find("source")
+    if source is None:
+        return None
+    return source.get("file") or source.get("dev") or source.get("name")
 
 
 def _interface(iface: etree._Element) -> InterfaceRef:
