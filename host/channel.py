@@ -21,18 +21,27 @@ from lxml import etree
 from gagent.errors import UsageError
 
 __all__ = [
-    "GAGENT_CHANNEL", "LIBVIRT_AGENT_CHANNEL", "Channel", "ChannelSpec", "XmlChange",
-    "add_channel", "agent_socket_path", "find_channel", "list_channels", "remove_channel",
-    "validate", "xml_diff",
+    "GAGENT_CHANNEL", "LIBVIRT_AGENT_CHANNEL", "Channel", "ChannelSpec", "PathUse", "XmlChange",
+    "add_channel", "agent_socket_path", "find_channel", "list_channels", "path_uses",
+    "remove_channel", "validate", "validate_name", "xml_diff",
 ]  # fmt: skip
 
 GAGENT_CHANNEL = "org.gagent.agent.0"
 LIBVIRT_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
-# libvirt's schema accepts any string as a virtio port name; the guest sees the
-# port as /dev/virtio-ports/NAME, so we keep to a file-name-safe charset.
+# libvirt's schema and parser accept any string as a virtio port name (even ''),
+# but the name becomes a file name twice: libvirt's own socket for it
+# (.../channel/target/domain-N-DOMAIN/NAME on the host) and the guest's
+# /dev/virtio-ports/NAME link; it is also a value in QEMU's -device option.  So
+# we keep to a charset that is safe in all three: no '/', ',', '=', blanks,
+# control characters, and no leading '.' or '-' (., .., hidden or option-like).
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _NAME_MAX = 255  # NAME_MAX of the guest's /dev/virtio-ports entry
+# Elements whose <source> attributes name a host file or socket: every device
+# that can hold a socket path (channel, serial, console, parallel, vhost-user
+# interfaces, redirdev...) has it in <source path=...>; disks in file=..., some
+# vhost-user devices in socket=....
+_SOURCE_PATH_ATTRIBUTES = ("path", "file", "socket")
 _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1: QEMU refuses longer paths
 # Where `virsh dumpxml` puts channels: after these (the first group wins).
 _BEFORE_CHANNELS = "emulator disk controller lease filesystem interface smartcard serial parallel"
@@ -86,21 +95,7 @@ def validate(spec: ChannelSpec, *, libvirt_managed: bool = False, check_dir: boo
     ``check_dir`` looks at this machine's file system: leave it off when the
     libvirt host is remote.
     """
-    name = spec.name
-    if name == LIBVIRT_AGENT_CHANNEL and not libvirt_managed:
-        raise UsageError(
-            f"{LIBVIRT_AGENT_CHANNEL} is libvirt's own agent channel: libvirt connects to its "
-            "socket whenever the domain runs, and the socket then serves nobody else, so "
-            f"gagent cannot use it directly. Use the default name {GAGENT_CHANNEL} for a "
-            "channel gagent owns, or pass --libvirt-managed: libvirt will own the socket and "
-            "gagent will reach the agent through libvirt (qemuAgentCommand)."
-        )
-    if not _NAME_RE.fullmatch(name) or len(name) > _NAME_MAX:
-        raise UsageError(
-            f"invalid channel name {name!r}: use letters, digits, '.', '-' and '_' only, "
-            f"starting with a letter or digit, at most {_NAME_MAX} characters "
-            "(the guest sees it as /dev/virtio-ports/NAME)"
-        )
+    validate_name(spec.name, libvirt_managed=libvirt_managed)
     path = spec.path
     if path is None:
         return
@@ -120,6 +115,57 @@ def validate(spec: ChannelSpec, *, libvirt_managed: bool = False, check_dir: boo
         )
     if check_dir and os.path.isdir(path):
         raise UsageError(f"socket path {path} is an existing directory, not a socket")
+
+
+def validate_name(name: str, *, libvirt_managed: bool = False) -> None:
+    """Raise UsageError unless ``name`` is a virtio port name gagent may add."""
+    if name == LIBVIRT_AGENT_CHANNEL and not libvirt_managed:
+        raise UsageError(
+            f"{LIBVIRT_AGENT_CHANNEL} is libvirt's own agent channel: libvirt connects to its "
+            "socket whenever the domain runs, and the socket then serves nobody else, so "
+            f"gagent cannot use it directly. Use the default name {GAGENT_CHANNEL} for a "
+            "channel gagent owns, or pass --libvirt-managed: libvirt will own the socket and "
+            "gagent will reach the agent through libvirt (qemuAgentCommand)."
+        )
+    if not name:
+        raise UsageError(
+            f"the channel name is empty: give a name with --name (or leave --name out for "
+            f"{GAGENT_CHANNEL})"
+        )
+    if not _NAME_RE.fullmatch(name) or len(name) > _NAME_MAX:
+        raise UsageError(
+            f"invalid channel name {name!r}: use letters, digits, '.', '-' and '_' only, "
+            f"starting with a letter or digit, at most {_NAME_MAX} characters "
+            f"(the guest sees it as /dev/virtio-ports/NAME), e.g. --name {GAGENT_CHANNEL}"
+        )
+
+
+@dataclass(frozen=True)
+class PathUse:
+    """A host file or socket a domain's device names in its ``<source>``."""
+
+    device: str  # the device's element: 'channel', 'serial', 'console', 'disk', ...
+    name: str | None  # the channel's <target name=...>, for channels
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.device} {self.name}" if self.name else self.device
+
+
+def path_uses(domain_xml: str | bytes) -> list[PathUse]:
+    """Every host path the domain's devices name in a ``<source>`` (document order)."""
+    devices = _Doc(domain_xml).root.find("devices")
+    uses: list[PathUse] = []
+    for device in [] if devices is None else devices:
+        if not isinstance(device.tag, str):
+            continue  # comments, processing instructions
+        target = device.find("target") if device.tag == "channel" else None
+        name = target.get("name") if target is not None else None
+        for source in device.iter("source"):
+            for attribute in _SOURCE_PATH_ATTRIBUTES:
+                if value := source.get(attribute):
+                    uses.append(PathUse(device.tag, name, value))
+    return uses
 
 
 def list_channels(domain_xml: str | bytes) -> list[Channel]:

@@ -71,7 +71,7 @@ def channel_add(
     from gagent.host.channel import GAGENT_CHANNEL, ChannelSpec
     from gagent.host.channel_ops import add_to_domain
 
-    spec = ChannelSpec(name=name or GAGENT_CHANNEL, path=path)
+    spec = ChannelSpec(name=GAGENT_CHANNEL if name is None else name, path=path)
     result = _with_domain(
         connect,
         domain,
@@ -102,7 +102,7 @@ def channel_remove(
         connect,
         domain,
         lambda dom: remove_from_domain(
-            dom, name or GAGENT_CHANNEL, live=not no_live, dry_run=dry_run
+            dom, GAGENT_CHANNEL if name is None else name, live=not no_live, dry_run=dry_run
         ),
         timeout=DEFAULT_TIMEOUT,
     )

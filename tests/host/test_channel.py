@@ -30,8 +30,10 @@ from gagent.host.channel import (
     agent_socket_path,
     find_channel,
     list_channels,
+    path_uses,
     remove_channel,
     validate,
+    validate_name,
     xml_diff,
 )
 
@@ -286,13 +288,32 @@ def test_libvirt_agent_channel_is_refused_unless_libvirt_managed():
 
 @pytest.mark.parametrize(
     "name",
-    ["", "has space", "a/b", "a,b", ".", "..", ".hidden", "-x", "_x", "naïve", "a\nb", "x" * 256],
-)
+    ["has space", "a/b", "a,b", "a=b", ".", "..", ".hidden", "-x", "_x", "naïve", "a\nb", "a\tb",
+     "../../etc/passwd", "x" * 256],
+)  # fmt: skip
 def test_bad_channel_names_are_refused(name):
-    with pytest.raises(UsageError, match="invalid channel name"):
+    with pytest.raises(UsageError, match="invalid channel name") as info:
         validate(ChannelSpec(name))
+    assert f"e.g. --name {GAGENT_CHANNEL}" in str(info.value)  # the way out
+    assert "\n" not in str(info.value).replace(repr(name), "")  # one line
     with pytest.raises(UsageError, match="invalid channel name"):
         add_channel(read("no-channels"), ChannelSpec(name))
+    with pytest.raises(UsageError, match="invalid channel name"):
+        validate_name(name)
+
+
+def test_empty_channel_name_is_refused_not_defaulted():
+    for check in (
+        lambda: validate(ChannelSpec("")),
+        lambda: validate_name(""),
+        lambda: add_channel(read("no-channels"), ChannelSpec("")),
+    ):
+        with pytest.raises(UsageError) as info:
+            check()
+        assert str(info.value) == (
+            f"the channel name is empty: give a name with --name (or leave --name out for "
+            f"{GAGENT_CHANNEL})"
+        )
 
 
 @pytest.mark.parametrize("name", [GAGENT_CHANNEL, "a", "A_b-9.c", "com.example.agent.1", "x" * 255])
@@ -362,6 +383,63 @@ def test_same_name_but_not_a_unix_socket():
 def test_socket_path_used_by_another_channel():
     with pytest.raises(UsageError, match=r"already used by channel org\.example\.telemetry\.0"):
         add_channel(read("several-serial"), ChannelSpec(path="/run/telemetry/telemetry-node.sock"))
+
+
+# -- path_uses: every host path a domain's devices name -----------------------------
+
+
+PATHS_XML = """<domain type='kvm'>
+  <name>paths</name>
+  <devices>
+    <disk type='file' device='disk'>
+      <source file='/var/lib/images/paths.qcow2'/>
+      <backingStore type='file'><source file='/var/lib/images/base.qcow2'/></backingStore>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='vhostuser'>
+      <source type='unix' path='/run/vhost/paths-net.sock' mode='server'/>
+    </interface>
+    <serial type='unix'>
+      <source mode='bind' path='/run/paths/serial.sock'/>
+      <target port='0'/>
+    </serial>
+    <console type='unix'>
+      <source mode='bind' path='/run/paths/serial.sock'/>
+      <target type='serial' port='0'/>
+    </console>
+    <!-- <channel type='unix'><source path='/commented/out.sock'/></channel> -->
+    <channel type='unix'>
+      <source mode='bind' path='/run/paths/agent.sock'/>
+      <target type='virtio' name='org.gagent.agent.0'/>
+    </channel>
+    <channel type='pty'>
+      <target type='virtio' name='org.example.pty.0'/>
+    </channel>
+  </devices>
+</domain>
+"""
+
+
+def test_path_uses_lists_every_source_path_of_every_device():
+    assert [(u.device, u.name, u.path) for u in path_uses(PATHS_XML)] == [
+        ("disk", None, "/var/lib/images/paths.qcow2"),
+        ("disk", None, "/var/lib/images/base.qcow2"),
+        ("interface", None, "/run/vhost/paths-net.sock"),
+        ("serial", None, "/run/paths/serial.sock"),
+        ("console", None, "/run/paths/serial.sock"),
+        ("channel", GAGENT_CHANNEL, "/run/paths/agent.sock"),
+    ]
+    assert [str(u) for u in path_uses(PATHS_XML)][-2:] == ["console", f"channel {GAGENT_CHANNEL}"]
+
+
+def test_path_uses_of_golden_inputs():
+    assert [(u.device, u.name, u.path) for u in path_uses(read("several-serial"))] == [
+        ("disk", None, "/var/lib/libvirt/images/telemetry-node.qcow2"),
+        ("channel", "org.example.telemetry.0", "/run/telemetry/telemetry-node.sock"),
+    ]  # <source network='default'/> names no path
+    assert [u.path for u in path_uses(read("no-channels"))] == [
+        "/var/lib/libvirt/images/tcg-minimal.qcow2"
+    ]
 
 
 def test_libvirt_managed_agent_channel_already_present():
