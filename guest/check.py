@@ -21,10 +21,14 @@ from .roots import PortIO, Roots
 from .sysfs import KernelState, Port, kernel_state, list_ports
 from .units import STOCK_PORT, check_stock
 
-__all__ = ["DEFAULT_PORT", "check_port", "describe", "find_port", "port_of_agent"]
+__all__ = ["DEFAULT_PORT", "NOT_A_VM_HINT", "check_port", "describe", "find_port", "port_of_agent"]
 
 DEFAULT_PORT = "org.gagent.agent.0"
 UNIT = "gagent-qga@{vport}.service"
+NOT_A_VM_HINT = (
+    "run gagent-guest inside the guest; on the host, gagent channel list DOMAIN shows "
+    "a VM's channels"
+)
 
 
 def describe(procs: list[Process]) -> str:
@@ -67,7 +71,8 @@ def _check_kernel(report: Report, kernel: KernelState) -> None:
                 + _add_hint(report.target)
                 + " (libvirt adds a virtio-serial controller), and boot a kernel with virtio_pci"
             )
-        report.add("virtio-missing", ERROR, "no virtio bus in /sys/bus/virtio", hint)
+        seen = f" (a VM: {kernel.hypervisor})" if kernel.hypervisor else ""
+        report.add("virtio-missing", ERROR, f"no virtio bus in /sys/bus/virtio{seen}", hint)
         return
     if not kernel.driver_registered:
         hints = {
@@ -352,10 +357,15 @@ def check_port(
             "driver": kernel.driver_registered,
             "module": kernel.module,
             "serial_devices": [d.name for d in kernel.serial_devices],
+            "hypervisor": kernel.hypervisor,
         },
         "ports": [p.as_dict() for p in ports],
         "agents": [a.as_dict() for a in agents],
     }
+    outside = kernel.not_a_vm()
+    if outside:  # every other finding would blame a VM that is not there
+        report.add("not-a-vm", ERROR, f"not inside a VM ({outside})", NOT_A_VM_HINT)
+        return report
     _check_kernel(report, kernel)
     port = _check_ports(report, ports, name)
     served = False

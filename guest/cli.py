@@ -7,7 +7,10 @@
     gagent-guest ports [--json]
 
 Exit codes: 0 healthy / probe answered; 1 not healthy / no complete probe;
-2 bad usage; 3 the port cannot be used (missing, held, no permission).
+2 bad usage (an invalid port name, a --serial device that is no serial line or
+virtio port); 3 the port cannot be used (missing, held, no permission); 4 not
+inside a VM (no virtio device, no hypervisor).  Errors are one line on stderr
+(or a JSON object with --json) with the fix in parentheses.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .check import DEFAULT_PORT, check_port, describe, find_port
+from .check import DEFAULT_PORT, NOT_A_VM_HINT, check_port, describe, find_port
 from .procs import holders, scan_processes
+from .report import INFO, Finding
 from .roots import PortIO, Roots
-from .sysfs import list_ports
+from .sysfs import kernel_state, list_ports
+from .targets import BadTarget, check_port_name, classify_serial
 
 __all__ = ["main"]
 
@@ -31,6 +36,12 @@ EXIT_OK = 0
 EXIT_UNHEALTHY = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+EXIT_NOT_A_VM = 4
+EXIT_CODES_HELP = (
+    "exit status: 0 healthy (probe: answered), 1 not healthy (probe: no complete round), "
+    "2 bad usage (invalid --port name; --serial not a serial line or virtio port), "
+    "3 the port cannot be used (missing, held, no permission), 4 not inside a VM."
+)
 
 
 def _roots(args: argparse.Namespace) -> Roots:
@@ -44,14 +55,39 @@ def _emit(args: argparse.Namespace, value: object, text: str) -> None:
         print(text, flush=True)
 
 
+def _resolve_target(args: argparse.Namespace) -> str | None:
+    """Validate --port/--serial (raises BadTarget); a virtio port given as --serial
+    becomes --port NAME.  Returns a note saying so, or None."""
+    if args.serial:
+        target = classify_serial(args.serial, _roots(args))
+        if target is None or target.kind != "virtio-port":
+            return None
+        note = (
+            f"{args.serial} is the virtio port {target.port_name} ({target.kernel_name}): "
+            f"checked as --port {target.port_name}"
+        )
+        args.port, args.serial = target.port_name, None
+        return note
+    check_port_name(args.port)
+    return None
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        note = _resolve_target(args)
+    except BadTarget as exc:
+        return _fail(args, str(exc), exc.hint, EXIT_USAGE)
     if args.serial:
         from .serialcheck import check_serial
 
         report = check_serial(args.serial, roots=_roots(args))
     else:
         report = check_port(args.port, roots=_roots(args), timeout=args.timeout)
+    if note:
+        report.findings.insert(0, Finding("serial-is-port", INFO, note))
     _emit(args, report.as_dict(), report.to_text())
+    if report.outcome == "not-a-vm":
+        return EXIT_NOT_A_VM
     return EXIT_OK if report.healthy else EXIT_UNHEALTHY
 
 
@@ -76,7 +112,7 @@ def _fail(args: argparse.Namespace, message: str, hint: str, code: int) -> int:
     if args.json:
         print(json.dumps({"ok": False, "error": message, "hint": hint}), flush=True)
     else:
-        print(f"gagent-guest: error: {message}\n  fix: {hint}", file=sys.stderr, flush=True)
+        print(f"gagent-guest: error: {message} ({hint})", file=sys.stderr, flush=True)
     return code
 
 
@@ -100,6 +136,9 @@ def _open_probe_fd(args: argparse.Namespace) -> tuple[int, str, object]:
         return fd, args.serial, port
     ports = list_ports(roots)
     port = find_port(ports, args.port)
+    outside = None if port else kernel_state(roots).not_a_vm()
+    if outside:
+        raise _Unavailable(f"not inside a VM ({outside})", NOT_A_VM_HINT, EXIT_NOT_A_VM)
     if port is None:
         names = ", ".join(p.name for p in ports if p.name) or "none"
         raise _Unavailable(
@@ -125,18 +164,23 @@ def _open_probe_fd(args: argparse.Namespace) -> tuple[int, str, object]:
 
 
 class _Unavailable(Exception):
-    def __init__(self, message: str, hint: str):
+    def __init__(self, message: str, hint: str, code: int = EXIT_UNAVAILABLE):
         super().__init__(message)
         self.hint = hint
+        self.code = code
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from .probe import serve_probe
 
     try:
+        _resolve_target(args)
+    except BadTarget as exc:
+        return _fail(args, str(exc), exc.hint, EXIT_USAGE)
+    try:
         fd, what, holder = _open_probe_fd(args)
     except _Unavailable as exc:
-        return _fail(args, str(exc), exc.hint, EXIT_UNAVAILABLE)
+        return _fail(args, str(exc), exc.hint, exc.code)
     say = (lambda _line: None) if args.json else (lambda line: print(line, flush=True))
     name = (args.serial and f"--socket PATH (the {args.serial} backend)") or f"--name {args.port}"
     say(
@@ -177,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gagent-guest",
         description="Guest side of gagent: check the agent channel, answer host probes.",
+        epilog=EXIT_CODES_HELP,
     )
     parser.add_argument("--version", action="version", version=f"gagent-guest {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -191,14 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--root", type=Path, help=argparse.SUPPRESS)  # tests: fake /sys /dev...
 
-    check = sub.add_parser("check", help="is the agent channel usable here? (exit 0 if so)")
+    check = sub.add_parser(
+        "check", help="is the agent channel usable here? (exit 0 if so)", epilog=EXIT_CODES_HELP
+    )
     common(check, port_help=f"virtio port name (default {DEFAULT_PORT})")
     check.add_argument(
         "--timeout", type=float, default=0.2, help="seconds to poll the port (default 0.2)"
     )
     check.set_defaults(func=cmd_check)
 
-    probe = sub.add_parser("probe", help="answer the host's probes (gagent channel probe)")
+    probe = sub.add_parser(
+        "probe", help="answer the host's probes (gagent channel probe)", epilog=EXIT_CODES_HELP
+    )
     common(probe, port_help=f"virtio port no agent holds (default {DEFAULT_PORT})")
     probe.add_argument(
         "--timeout", type=float, default=60.0, help="seconds to wait in all (default 60)"

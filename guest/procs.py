@@ -50,11 +50,24 @@ class Process:
     comm: str
     argv: list[str]
     fds: list[str] | None  # fd link targets; None when this user may not read them
+    exe: str | None = None  # /proc/PID/exe's target; None when this user may not read it
+
+    @property
+    def program(self) -> str:
+        """The program's file name: the executable when readable, else argv[0].
+
+        Never the arguments, and the comm name only for a process without argv:
+        both can name anything (``sh -c 'qemu-ga ...'``, a thread's prctl name).
+        """
+        if self.exe:
+            return os.path.basename(self.exe)
+        if self.argv:
+            return os.path.basename(self.argv[0])
+        return self.comm
 
     @property
     def is_qga(self) -> bool:
-        exe = os.path.basename(self.argv[0]) if self.argv else ""
-        return exe in QGA_NAMES or self.comm in QGA_NAMES
+        return self.program in QGA_NAMES
 
 
 @dataclass
@@ -176,6 +189,14 @@ def _read_fds(proc_dir: str) -> list[str] | None:
     return targets
 
 
+def _read_exe(proc_dir: str) -> str | None:
+    try:
+        target = os.readlink(os.path.join(proc_dir, "exe"))
+    except OSError:  # another user's process, or a kernel thread
+        return None
+    return target[: -len(" (deleted)")] if target.endswith(" (deleted)") else target
+
+
 def scan_processes(roots: Roots) -> list[Process]:
     """Every process with its argv and (when readable) open files."""
     try:
@@ -188,7 +209,7 @@ def scan_processes(roots: Roots) -> list[Process]:
         comm = (read_text(os.path.join(base, "comm")) or "").strip()
         if not comm and not os.path.isdir(base):
             continue  # exited meanwhile
-        procs.append(Process(pid, comm, _read_argv(base), _read_fds(base)))
+        procs.append(Process(pid, comm, _read_argv(base), _read_fds(base), _read_exe(base)))
     return procs
 
 

@@ -51,12 +51,20 @@ class Report:
     def healthy(self) -> bool:
         return not any(f.severity == ERROR for f in self.findings)
 
+    @property
+    def outcome(self) -> str:
+        """The verdict: healthy, unhealthy, or not-a-vm (the helper ran outside any guest)."""
+        if "not-a-vm" in self.codes():
+            return "not-a-vm"
+        return "healthy" if self.healthy else "unhealthy"
+
     def codes(self, severity: str | None = None) -> list[str]:
         return [f.code for f in self.findings if severity is None or f.severity == severity]
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "healthy": self.healthy,
+            "outcome": self.outcome,
             "kind": self.kind,
             "target": self.target,
             "findings": [f.as_dict() for f in self.findings],
@@ -76,6 +84,9 @@ class Report:
                 lines.append(f"  {'':<8}fix: {f.hint}")
         errors = len(self.codes(ERROR))
         warnings = len(self.codes(WARNING))
+        if self.outcome == "not-a-vm":
+            lines.append("not inside a VM")
+            return "\n".join(lines)
         verdict = "healthy" if self.healthy else "NOT healthy"
         extra = []
         if errors:

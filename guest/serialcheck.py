@@ -69,18 +69,22 @@ def check_serial(device: str, *, roots: Roots | None = None, serial_module: Any 
         return report
     mine = [a for a in agents if a.path == device]
     held, _complete = holders(procs, device)
-    if held:
-        if any(p.is_qga for p in held):
-            report.add("served", OK, f"served by qemu-ga ({describe(held)})")
-        else:
-            report.add(
-                "port-held",
-                ERROR,
-                f"{device} is held by {describe(held)} (a getty or a console?)",
-                f"stop it (kill {held[0].pid}; disable the getty on that line), "
-                "or give the agent another serial port",
-            )
-    else:
+    # Only a qemu-ga set to this line serves it: any process may hold a tty
+    # (a shell's stdin, a qemu-ga whose stdin it is), and ttys take many openers.
+    serving = [p for p in held if any(a.pid == p.pid for a in mine)]
+    others = [p for p in held if p not in serving]
+    if others:
+        report.add(
+            "port-held",
+            ERROR,
+            f"{device} is held by {describe(others)} (a getty or a console?)"
+            + (": it reads what the agent should get" if serving else ""),
+            f"stop it (kill {others[0].pid}; disable the getty on that line), "
+            "or give the agent another serial port",
+        )
+    if serving:
+        report.add("served", OK, f"served by qemu-ga ({describe(serving)})")
+    elif not held:
         try:
             port = open_serial(device, serial_module=serial_module)
         except ImportError:

@@ -10,7 +10,9 @@ Facts only (no verdicts): :mod:`gagent.guest.check` turns them into findings.
 * the ports: ``/sys/class/virtio-ports/vportNpM/{name,dev}``, their nodes
   ``/dev/vportNpM`` and udev's links ``/dev/virtio-ports/NAME``;
 * with debugfs mounted (root only), ``/sys/kernel/debug/virtio-ports/vportNpM``
-  says whether the host end is connected even while an agent holds the port.
+  says whether the host end is connected even while an agent holds the port;
+* whether this is a VM at all: virtio devices on the bus or on PCI, else the
+  CPU's ``hypervisor`` flag, ``/sys/hypervisor/type`` or a virtual DMI vendor.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ VIRTIO_ID_CONSOLE = 3
 VIRTIO_PCI_VENDOR = "0x1af4"
 VIRTIO_SERIAL_PCI_DEVICES = ("0x1003", "0x1043")  # legacy/transitional, modern
 DRIVER = "virtio_console"
+# DMI system vendors of virtual machines (sys_vendor), for guests without the CPU flag (arm64)
+VM_DMI_VENDORS = ("QEMU", "Red Hat", "oVirt", "Bochs", "Xen", "Nutanix")
 
 
 @dataclass
@@ -50,10 +54,22 @@ class KernelState:
     module: str
     devices: list[VirtioDevice] = field(default_factory=list)
     pci_serial_functions: int = 0
+    pci_virtio_functions: int = 0  # any virtio PCI function (vendor 0x1af4)
+    hypervisor: str | None = None  # the evidence of one, e.g. "CPU flag hypervisor"
 
     @property
     def serial_devices(self) -> list[VirtioDevice]:
         return [d for d in self.devices if d.is_serial]
+
+    def not_a_vm(self) -> str | None:
+        """Why this looks like no VM at all (None when it may be one).
+
+        No virtio device anywhere (a bare-metal kernel may still register the
+        bus) and no hypervisor in sight: a KVM/libvirt guest always shows one.
+        """
+        if self.devices or self.pci_virtio_functions or self.hypervisor:
+            return None
+        return "no virtio bus" if not self.virtio_bus else "no virtio device, no hypervisor"
 
 
 @dataclass
@@ -119,19 +135,36 @@ def _module_state(roots: Roots, release: str | None, registered: bool) -> str:
     return "absent" if seen_dir else "unknown"
 
 
-def _pci_serial_functions(roots: Roots) -> int:
-    count = 0
+def _pci_virtio_functions(roots: Roots) -> tuple[int, int]:
+    """(virtio-serial functions, virtio functions of any kind) on the PCI bus."""
+    serial = virtio = 0
     try:
         entries = sorted(os.listdir(roots.sys / "bus/pci/devices"))
     except OSError:
-        return 0
+        return 0, 0
     for entry in entries:
         base = roots.sys / "bus/pci/devices" / entry
-        vendor = (read_text(base / "vendor") or "").strip()
-        device = (read_text(base / "device") or "").strip()
-        if vendor == VIRTIO_PCI_VENDOR and device in VIRTIO_SERIAL_PCI_DEVICES:
-            count += 1
-    return count
+        if (read_text(base / "vendor") or "").strip() != VIRTIO_PCI_VENDOR:
+            continue
+        virtio += 1
+        if (read_text(base / "device") or "").strip() in VIRTIO_SERIAL_PCI_DEVICES:
+            serial += 1
+    return serial, virtio
+
+
+def _hypervisor(roots: Roots) -> str | None:
+    """Evidence that this kernel runs under a hypervisor, or None."""
+    kind = (read_text(roots.sys / "hypervisor/type") or "").strip()
+    if kind:
+        return f"/sys/hypervisor/type {kind}"
+    for line in (read_text(roots.proc / "cpuinfo", limit=1 << 20) or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags" and "hypervisor" in value.split():
+            return "CPU flag hypervisor"
+    vendor = (read_text(roots.sys / "class/dmi/id/sys_vendor") or "").strip()
+    if any(vendor.startswith(v) for v in VM_DMI_VENDORS):
+        return f"DMI vendor {vendor}"
+    return None
 
 
 def kernel_state(roots: Roots) -> KernelState:
@@ -156,13 +189,16 @@ def kernel_state(roots: Roots) -> KernelState:
         except OSError:
             driver = None
         devices.append(VirtioDevice(name, device_id, driver))
+    pci_serial, pci_virtio = _pci_virtio_functions(roots)
     return KernelState(
         release=release,
         virtio_bus=bus.is_dir(),
         driver_registered=registered,
         module=_module_state(roots, release, registered),
         devices=devices,
-        pci_serial_functions=_pci_serial_functions(roots),
+        pci_serial_functions=pci_serial,
+        pci_virtio_functions=pci_virtio,
+        hypervisor=_hypervisor(roots),
     )
 
 

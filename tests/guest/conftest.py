@@ -84,9 +84,12 @@ class FakeGuest:
             ("virtio0", "0x0003", "virtio_console"),
         ),
         pci_serial: bool = False,
+        hypervisor: bool = False,  # the CPU flag a VM's kernel sees
         release: str = "6.1.0-test",
     ) -> FakeGuest:
         self.write("/proc/sys/kernel/osrelease", release + "\n")
+        flags = "fpu vme sse2" + (" hypervisor" if hypervisor else "")
+        self.write("/proc/cpuinfo", f"processor\t: 0\nflags\t\t: {flags}\n")
         mods = "virtio_console 45056 0 - Live 0x0\n" if module == "loaded" else "ext4 1 0\n"
         self.write("/proc/modules", mods)
         moddir = f"/lib/modules/{release}"
@@ -149,8 +152,11 @@ class FakeGuest:
         comm: str | None = None,
         fds: list[str] | None = (),  # None: unreadable (another user's process)
         environ: dict[str, str] | None = None,
+        exe: str | None = None,  # /proc/PID/exe's target (unreadable when None)
     ) -> FakeGuest:
         base = f"/proc/{pid}"
+        if exe:
+            self.symlink(f"{base}/exe", exe)
         self.write(f"{base}/comm", (comm or os.path.basename(argv[0]))[:15] + "\n")
         self.write(f"{base}/cmdline", "\0".join(argv) + "\0")
         if environ:
@@ -166,6 +172,19 @@ class FakeGuest:
         return self.process(
             pid, [*DEFAULT_QGA_ARGV, path], fds=[hold] if hold else [], comm="qemu-ga", **kw
         )
+
+    def char_device(self, devnum: tuple[int, int], sysfs_dir: str, subsystem: str) -> FakeGuest:
+        """sysfs's entry for a character device: /sys/dev/char/MAJ:MIN -> ``sysfs_dir``.
+
+        The node itself is left to the test: a FakeIO ``chr`` file, or a symlink
+        to a real device with that number for the real PortIO.
+        """
+        self.write(f"{sysfs_dir}/dev", f"{devnum[0]}:{devnum[1]}\n")
+        self.symlink(f"{sysfs_dir}/subsystem", str(self.root / "sys/class" / subsystem))
+        self.symlink(
+            f"/sys/dev/char/{devnum[0]}:{devnum[1]}", str(self.root / sysfs_dir.lstrip("/"))
+        )
+        return self
 
     def healthy(self) -> FakeGuest:
         """A guest whose org.gagent.agent.0 is served by qemu-ga (an agent port + a free one)."""

@@ -57,13 +57,50 @@ def test_healthy_guest(guest):
 
 
 @pytest.mark.parametrize("pci", [True, False])
-def test_no_virtio_bus(guest, pci):
-    guest.kernel(bus=False, pci_serial=pci)
+def test_no_virtio_bus_in_a_vm(guest, pci):
+    guest.kernel(bus=False, pci_serial=pci, hypervisor=not pci)
     report = run(guest)
     f = finding(report, "virtio-missing", "error")
     assert ("modprobe virtio_pci" in f.hint) is pci
     assert ("gagent channel add DOMAIN" in f.hint) is not pci
-    assert not report.healthy
+    assert ("(a VM: CPU flag hypervisor)" in f.message) is not pci
+    assert not report.healthy and report.outcome == "unhealthy"
+    assert "not-a-vm" not in report.codes()
+
+
+@pytest.mark.parametrize(
+    ("bus", "reason"),
+    [(False, "no virtio bus"), (True, "no virtio device, no hypervisor")],
+)
+def test_not_inside_a_vm(guest, bus, reason):
+    """A bare-metal machine (a kernel may register the virtio bus with no device on it)."""
+    guest.kernel(bus=bus, devices=())
+    guest.write("/sys/bus/pci/devices/0000:00:1f.0/vendor", "0x8086\n")
+    report = run(guest)
+    assert report.codes() == ["not-a-vm"]  # no finding blames a VM that is not there
+    f = finding(report, "not-a-vm", "error")
+    assert f.message == f"not inside a VM ({reason})"
+    assert "gagent channel list DOMAIN" in f.hint
+    assert report.outcome == "not-a-vm" and not report.healthy
+    assert report.as_dict()["outcome"] == "not-a-vm"
+    assert report.to_text().splitlines()[-1] == "not inside a VM"
+
+
+@pytest.mark.parametrize("evidence", ["cpu-flag", "dmi", "xen", "virtio-pci", "mmio-device"])
+def test_any_sign_of_a_vm_is_not_bare_metal(guest, evidence):
+    guest.kernel(bus=evidence == "mmio-device", devices=(), hypervisor=evidence == "cpu-flag")
+    if evidence == "dmi":  # arm64 guests have no hypervisor CPU flag
+        guest.write("/sys/class/dmi/id/sys_vendor", "QEMU\n")
+    elif evidence == "xen":
+        guest.write("/sys/hypervisor/type", "xen\n")
+    elif evidence == "virtio-pci":  # a virtio NIC, virtio_pci not loaded
+        guest.write("/sys/bus/pci/devices/0000:00:03.0/vendor", "0x1af4\n")
+        guest.write("/sys/bus/pci/devices/0000:00:03.0/device", "0x1000\n")
+    elif evidence == "mmio-device":  # virtio-mmio (microvm, arm virt): devices without PCI
+        guest.write("/sys/bus/virtio/devices/virtio0/device", "0x0001\n")
+    report = run(guest)
+    assert "not-a-vm" not in report.codes()
+    assert report.outcome == "unhealthy"
 
 
 @pytest.mark.parametrize(
