@@ -28,7 +28,7 @@ from typing import Any
 import trio
 
 from .commands import AgentCommands
-from .errors import AgentUnavailable, ConnectionLost, ProtocolError, error_from_reply
+from .errors import AgentTarget, AgentUnavailable, ConnectionLost, ProtocolError, error_from_reply
 from .protocol import (
     DEFAULT_MAX_REPLY_SIZE,
     NEED_DATA,
@@ -349,6 +349,7 @@ async def open_agent(
     """
     stream = await connect_unix(path)
     agent = Agent(stream, max_reply_size=max_reply_size, name=os.fspath(path))
+    agent.target = AgentTarget.for_socket(path)  # advice names the socket
     try:
         if sync:
             await agent.sync()

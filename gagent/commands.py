@@ -9,7 +9,13 @@ Two guards run before a command is sent:
 * availability: the agent's own ``guest-info`` (fetched once, refreshed after
   a freeze or thaw, which change it) says whether the command exists and is
   enabled; an absent or disabled command raises
-  :class:`~gagent.errors.CommandUnavailable` instead of reaching the agent;
+  :class:`~gagent.errors.CommandUnavailable` instead of reaching the agent.
+  A freeze disables every command but a few, and so does a configuration that
+  blocks them all: when guest-info shows that pattern (and only then, so the
+  thawed path costs no extra round trip) guest-fsfreeze-status decides, and a
+  frozen guest raises :class:`~gagent.errors.GuestIsFrozen`, naming the command
+  that thaws it (:attr:`AgentCommands.target`).  So does the agent's own
+  refusal of a command for a freeze that began after guest-info was read;
 * freeze: while this client holds a freeze, only the commands qemu-ga still
   serves are sent; others raise :class:`~gagent.errors.FrozenStateViolation`.
 
@@ -26,11 +32,22 @@ guest-info, since a freeze changes which commands the agent reports enabled.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import types as t
-from .errors import AgentError, CommandUnavailable, FrozenStateViolation, UsageError
+from .errors import (
+    AgentError,
+    AgentTarget,
+    CommandDisabled,
+    CommandNotFound,
+    CommandUnavailable,
+    FrozenStateViolation,
+    GuestFrozen,
+    GuestIsFrozen,
+    UsageError,
+)
 from .fs_types import (
     DiskInfo,
     DiskStatsInfo,
@@ -81,6 +98,12 @@ class AgentCommands:
         self._info_raw: Any = None
         #: True while a freeze made through this client is believed in force.
         self.frozen = False
+        #: When the guest's freeze began (time.time()), if known: this client's own
+        #: freeze records it; a caller that knows better may set it.
+        self.frozen_since: float | None = None
+        #: Names the guest in advice (the command that thaws it); whoever opens the
+        #: agent and knows its domain or socket sets it.
+        self.target: AgentTarget | None = None
 
     #: The transport's bound on one reply in bytes (None: the transport has none).
     max_reply_size: int | None = None
@@ -101,10 +124,17 @@ class AgentCommands:
             raise FrozenStateViolation(command)
         if check and command not in _ALWAYS_AVAILABLE:
             await self.require(command)
-        return await self.execute(command, arguments)
+        try:
+            return await self.execute(command, arguments)
+        except GuestFrozen as refusal:
+            # The agent's own word: frozen since guest-info was read (or unchecked).
+            self.forget_info()
+            raise self.frozen_error(command, refusal=refusal) from refusal
 
     async def require(self, command: str) -> None:
-        """Raise CommandUnavailable unless guest-info lists ``command`` as enabled."""
+        """Raise CommandUnavailable unless guest-info lists ``command`` as enabled
+        (GuestIsFrozen when the guest's freeze is what disabled it)."""
+        cached = self._info is not None
         info = self._info or await self.info()
         entry = info.commands.get(command)
         if entry is None:
@@ -113,13 +143,48 @@ class AgentCommands:
                 f"the guest agent (version {info.version}) does not implement this command",
                 agent_version=info.version,
             )
-        if not entry.enabled:
-            raise CommandUnavailable(
-                command,
-                "the guest agent has this command disabled; enable it in the guest "
-                "(qemu-ga --block-rpcs/--allow-rpcs or /etc/qemu/qemu-ga.conf)",
-                agent_version=info.version,
-            )
+        if entry.enabled:
+            return
+        if _freeze_would_explain(info):
+            if await self.freeze_state() is FsfreezeStatus.FROZEN:
+                raise self.frozen_error(command)
+            if cached:  # thawed since guest-info was read: ask again
+                self.forget_info()
+                await self.require(command)
+                return
+        raise CommandUnavailable(
+            command,
+            "disabled in qemu-ga's configuration; enable it in the guest "
+            "(qemu-ga --block-rpcs/--allow-rpcs or /etc/qemu/qemu-ga.conf)",
+            agent_version=info.version,
+        )
+
+    async def freeze_state(self) -> FsfreezeStatus | None:
+        """The agent's freeze state in one round trip, or None when it cannot tell
+        (no guest-fsfreeze-status, or disabled).  Unlike :meth:`fsfreeze_status` it
+        leaves :attr:`frozen` (the guard of this client's own freeze) alone."""
+        try:
+            return FsfreezeStatus.from_json(await self.call("guest-fsfreeze-status"))
+        except (CommandNotFound, CommandDisabled):
+            return None
+
+    async def ensure_thawed(self, command: str = "guest-ping") -> None:
+        """Raise GuestIsFrozen (``answered``: ``command`` ran) if the guest is frozen."""
+        if await self.freeze_state() is FsfreezeStatus.FROZEN:
+            raise self.frozen_error(command, answered=True)
+
+    def frozen_error(
+        self, command: str, *, refusal: GuestFrozen | None = None, answered: bool = False
+    ) -> GuestIsFrozen:
+        """GuestIsFrozen for ``command``, naming this agent's guest."""
+        return GuestIsFrozen(
+            command,
+            target=self.target,
+            frozen_since=self.frozen_since,
+            refusal=refusal,
+            answered=answered,
+            agent_version=self._info.version if self._info else None,
+        )
 
     def forget_info(self) -> None:
         """Drop the cached guest-info (the set of enabled commands changed)."""
@@ -221,6 +286,8 @@ class AgentCommands:
         if frozen != self.frozen:
             self.frozen = frozen
             self.forget_info()
+        if not frozen:
+            self.frozen_since = None
         return status
 
     async def fsfreeze_freeze(self, mountpoints: Iterable[str] | None = None) -> int:
@@ -239,16 +306,19 @@ class AgentCommands:
         else:
             command = "guest-fsfreeze-freeze-list"
             arguments = {"mountpoints": _strings(mountpoints, "mountpoints")}
+        sent_at = time.time()
         try:
             count = t.expect_int(await self.call(command, arguments), command)
         except (AgentError, CommandUnavailable, FrozenStateViolation):
             raise  # answered, or never sent: nothing was frozen by this call
         except BaseException:
             self.frozen = True
+            self.frozen_since = sent_at
             raise
         finally:
             self.forget_info()
         self.frozen = True
+        self.frozen_since = sent_at
         return count
 
     async def fsfreeze_thaw(self) -> int:
@@ -258,6 +328,7 @@ class AgentCommands:
         finally:
             self.forget_info()
         self.frozen = False
+        self.frozen_since = None
         return count
 
     # -------------------------------------------------------------------- files
@@ -392,6 +463,19 @@ class AgentCommands:
 
     async def suspend_hybrid(self) -> None:
         await self.call("guest-suspend-hybrid")
+
+
+def _freeze_would_explain(info: t.AgentInfo) -> bool:
+    """Whether a freeze could be why guest-info shows commands disabled: qemu-ga
+    disables every command outside its freeze allowlist, and keeps that list's
+    guest-fsfreeze-status enabled.  A configuration that blocks only some
+    commands (qemu-ga -b) never shows this pattern."""
+    status = info.commands.get("guest-fsfreeze-status")
+    if status is None or not status.enabled:
+        return False
+    return not any(
+        entry.enabled for name, entry in info.commands.items() if name not in ALLOWED_WHILE_FROZEN
+    )
 
 
 # ---------------------------------------------------------- argument checking

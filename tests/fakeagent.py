@@ -36,6 +36,8 @@ import trio
 import trio.testing
 
 __all__ = [
+    "FAKE_FILESYSTEMS",
+    "FREEZE_ALLOWLIST",
     "STRAY_LINE",
     "Default",
     "Delay",
@@ -62,6 +64,18 @@ STRAY_LINE = (
 NO_REPLY = frozenset(
     {"guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"}
 )
+#: What qemu-ga 7.2 still serves while frozen (qga/main.c ga_freeze_allowlist).
+FREEZE_ALLOWLIST = frozenset(
+    {"guest-ping", "guest-info", "guest-sync", "guest-sync-delimited",
+     "guest-fsfreeze-status", "guest-fsfreeze-thaw"}
+)  # fmt: skip
+#: The freeze commands a ``freezable`` fake implements, with a freeze state.
+FSFREEZE = frozenset(
+    {"guest-fsfreeze-status", "guest-fsfreeze-freeze", "guest-fsfreeze-freeze-list",
+     "guest-fsfreeze-thaw"}
+)  # fmt: skip
+#: How many filesystems a fake freeze freezes.
+FAKE_FILESYSTEMS = 2
 
 
 # ---------------------------------------------------------------- behaviours
@@ -246,7 +260,14 @@ class RequestParser:
 
 
 class FakeAgent:
-    """A scripted agent; one connection at a time, like qemu-ga."""
+    """A scripted agent; one connection at a time, like qemu-ga.
+
+    ``disabled`` commands are blocked as by ``qemu-ga -b``; ``extra`` maps more
+    commands it implements to their return value; ``freezable`` adds the
+    fsfreeze commands with a freeze state (``frozen``: a freeze left behind),
+    during which, as in qemu-ga, guest-info shows every command outside
+    :data:`FREEZE_ALLOWLIST` disabled and the agent refuses them "in frozen state".
+    """
 
     def __init__(
         self,
@@ -254,8 +275,14 @@ class FakeAgent:
         disabled: frozenset[str] | set[str] = frozenset(),
         stray_line: bool = True,
         version: str = "7.2.0-fake",
+        extra: dict[str, Any] | None = None,
+        freezable: bool = False,
+        frozen: bool = False,
     ):
         self.disabled = frozenset(disabled)
+        self.extra = dict(extra or {})
+        self.freezable = freezable or frozen
+        self.frozen = frozen
         self.stray_line = stray_line
         self.version = version
         #: Every request received, parsed, in arrival order (syncs included).
@@ -438,6 +465,13 @@ class FakeAgent:
             return _line(
                 {"error": {"class": "CommandNotFound", "desc": f"Command {name} has been disabled"}}
             )
+        if self.frozen and name not in FREEZE_ALLOWLIST and name in self._implemented():
+            desc = f"Command {name} has been disabled: the agent is in frozen state"
+            return _line({"error": {"class": "CommandNotFound", "desc": desc}})
+        if self.freezable and name in FSFREEZE:
+            return _line({"return": self._freeze_step(name)})
+        if name in self.extra:
+            return _line({"return": self.extra[name]})
         if name == "guest-ping":
             return _line({"return": {}})
         if name in NO_REPLY:
@@ -453,19 +487,30 @@ class FakeAgent:
             }
         )
 
+    def _freeze_step(self, name: str) -> Any:
+        if name == "guest-fsfreeze-status":
+            return "frozen" if self.frozen else "thawed"
+        if name == "guest-fsfreeze-thaw":
+            count, self.frozen = (FAKE_FILESYSTEMS if self.frozen else 0), False
+            return count
+        self.frozen = True  # freeze or freeze-list (refused above while frozen)
+        return FAKE_FILESYSTEMS
+
+    def _implemented(self) -> set[str]:
+        names = {"guest-ping", "guest-info", "guest-sync", "guest-sync-delimited"} | NO_REPLY
+        return names | set(self.extra) | (FSFREEZE if self.freezable else set())
+
     def info(self) -> dict[str, Any]:
-        names = sorted(
-            {"guest-ping", "guest-info", "guest-sync", "guest-sync-delimited"} | NO_REPLY
-        )
         return {
             "version": self.version,
             "supported_commands": [
                 {
                     "name": name,
-                    "enabled": name not in self.disabled,
+                    "enabled": name not in self.disabled
+                    and not (self.frozen and name not in FREEZE_ALLOWLIST),
                     "success-response": name not in NO_REPLY,
                 }
-                for name in names
+                for name in sorted(self._implemented())
             ],
         }
 

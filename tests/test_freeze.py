@@ -384,7 +384,8 @@ async def test_already_frozen_agent_is_not_thawed_behind_the_users_back(
             with pytest.raises(AlreadyFrozen):  # the client now knows
                 async with frozen(agent, domain="vm1"):
                     raise AssertionError("the block must not run")
-    assert fake.commands == [SYNC, INFO, STATUS]
+    # the command layer asks why the freeze is disabled (GuestIsFrozen), then frozen() asks
+    assert fake.commands == [SYNC, INFO, STATUS, STATUS]
     assert fake.state == "frozen"
 
 
