@@ -8,6 +8,10 @@ which exercises the "takes effect at the next boot" paths for real.
 
 from __future__ import annotations
 
+import re
+import shlex
+import threading
+
 import libvirt
 import pytest
 import trio
@@ -21,6 +25,7 @@ from gagent.host.channel import (
     find_channel,
     list_channels,
 )
+from gagent.host.channel_lock import ChannelEditConflict
 from gagent.host.channel_ops import add_to_domain, channels_of, remove_from_domain, uri_is_local
 from gagent.host.virt import DEFAULT_URI, Hypervisor, open_hypervisor
 
@@ -155,6 +160,8 @@ async def test_add_refuses_bad_specs_before_touching_libvirt(conn, hv, make_doma
         for spec in (
             ChannelSpec(LIBVIRT_AGENT_CHANNEL),
             ChannelSpec("bad name"),
+            ChannelSpec(""),
+            ChannelSpec("../../etc/passwd"),
             ChannelSpec(path="relative.sock"),
             ChannelSpec(path=str(tmp_path / "missing-dir" / "vm.sock")),
         ):
@@ -303,3 +310,167 @@ async def test_remove_absent_channel_from_transient_domain_says_so(hv, make_doma
         result = await remove_from_domain(await hv.lookup(name), GAGENT_CHANNEL)
     assert not result.changed
     assert f"no channel {GAGENT_CHANNEL}" in str(result)
+
+
+async def test_remove_refuses_the_empty_name(conn, hv, make_domain):
+    name = make_domain(TRANSIENT_CHANNEL)
+    before = xmls(conn, name)
+    with trio.fail_after(TIMEOUT), pytest.raises(UsageError, match="the channel name is empty"):
+        await remove_from_domain(await hv.lookup(name), "")
+    assert xmls(conn, name) == before
+
+
+# ------------------------------------------------- concurrent edits of one domain
+# test:///default lives in this process, so the concurrent editors are trio tasks
+# sharing one connection, or threads each with its own trio loop and connection
+# (as two gagent processes would be).  Without the lock, two adds lost one
+# channel in over a quarter of such rounds.
+
+ROUNDS = 25
+NAMES = [f"org.gagent.race.{i}" for i in range(4)]
+
+
+async def test_concurrent_adds_lose_nothing(conn, hv, make_domain):
+    results: list[tuple[str, str]] = []
+
+    async def add(name: str, channel: str) -> None:
+        result = await add_to_domain(await hv.lookup(name), ChannelSpec(channel))
+        assert result.changed, result
+        results.append((name, str(result).splitlines()[0]))
+
+    for round_ in range(ROUNDS):
+        name = make_domain(start=round_ % 2 == 0)
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for channel in NAMES:
+                    nursery.start_soon(add, name, channel)
+        defined = names_in(xmls(conn, name)[1])
+        assert sorted(defined) == NAMES, f"round {round_}: {defined}"
+    assert len(results) == ROUNDS * len(NAMES)
+    assert all(line.startswith("added channel org.gagent.race.") for _, line in results)
+
+
+def test_concurrent_adds_from_threads_with_their_own_connections_lose_nothing(conn, make_domain):
+    def add(name: str, channel: str) -> None:
+        async def run() -> None:
+            hypervisor = await open_hypervisor(DEFAULT_URI)
+            try:
+                with trio.fail_after(60):
+                    await add_to_domain(await hypervisor.lookup(name), ChannelSpec(channel))
+            finally:
+                await hypervisor.close()
+
+        trio.run(run)
+
+    def worker(name: str, channel: str, errors: list[BaseException]) -> None:
+        try:
+            add(name, channel)
+        except BaseException as exc:  # reported below, with the round
+            errors.append(exc)
+
+    for round_ in range(ROUNDS // 2):
+        name = make_domain(start=False)
+        errors: list[BaseException] = []
+        threads = [threading.Thread(target=worker, args=(name, ch, errors)) for ch in NAMES[:2]]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(90)
+        assert not errors, f"round {round_}: {errors}"
+        assert sorted(names_in(xmls(conn, name)[1])) == NAMES[:2], f"round {round_}"
+
+
+async def test_concurrent_add_and_remove_both_hold(conn, hv, make_domain):
+    for round_ in range(ROUNDS // 2):
+        name = make_domain(start=False)
+        with trio.fail_after(TIMEOUT):
+            await add_to_domain(await hv.lookup(name), ChannelSpec("org.gagent.old.0"))
+            await add_to_domain(await hv.lookup(name), ChannelSpec("org.gagent.kept.0"))
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(remove_from_domain, await hv.lookup(name), "org.gagent.old.0")
+                nursery.start_soon(
+                    add_to_domain, await hv.lookup(name), ChannelSpec("org.gagent.new.0")
+                )
+        assert names_in(xmls(conn, name)[1]) == ["org.gagent.kept.0", "org.gagent.new.0"], round_
+
+
+# ------------------------------------- verified after defineXML: other tools' writes
+
+
+def rewritten_after_define(monkeypatch, conn, times: int) -> list[str]:
+    """After each of our next ``times`` defineXML calls, another writer (as 'virsh edit'
+    would, without gagent's lock) puts back the definition it read before ours: a real
+    second defineXML through libvirt.  Returns the XML we sent, call by call."""
+    sent: list[str] = []
+    real_define = Hypervisor.define_xml
+
+    async def define_then_overwritten(self, xml):
+        sent.append(xml)
+        name = re.search(r"<name>([^<]+)</name>", xml).group(1)
+        stale = conn.lookupByName(name).XMLDesc(INACTIVE)
+        domain = await real_define(self, xml)
+        if len(sent) <= times:
+            conn.defineXML(stale)
+        return domain
+
+    monkeypatch.setattr(Hypervisor, "define_xml", define_then_overwritten)
+    return sent
+
+
+async def test_add_lost_to_another_writer_once_is_made_again(conn, hv, make_domain, monkeypatch):
+    name = make_domain(start=False)
+    sent = rewritten_after_define(monkeypatch, conn, times=1)
+    with trio.fail_after(TIMEOUT):
+        result = await add_to_domain(await hv.lookup(name), ChannelSpec())
+    assert len(sent) == 2
+    assert find_channel(xmls(conn, name)[1], GAGENT_CHANNEL) is not None
+    assert result.changed
+    assert str(result).splitlines()[1] == (
+        "(the definition lost the first attempt to a concurrent change by another tool: "
+        "made again and verified)"
+    )
+
+
+async def test_add_lost_twice_fails_loudly(conn, hv, make_domain, monkeypatch, tmp_path):
+    name = make_domain(start=False)
+    before = xmls(conn, name)
+    sent = rewritten_after_define(monkeypatch, conn, times=2)
+    (tmp_path / "x y").mkdir()
+    path = str(tmp_path / "x y" / "a.sock")
+    with trio.fail_after(TIMEOUT), pytest.raises(ChannelEditConflict) as info:
+        await add_to_domain(await hv.lookup(name), ChannelSpec(path=path))
+    assert len(sent) == 2
+    assert xmls(conn, name) == before  # the other writer's version stands, and we say so
+    message = str(info.value)
+    assert message.startswith(
+        f"adding channel {GAGENT_CHANNEL} did not stay in the definition of {name}: another "
+        "tool rewrote the definition at the same time, twice (virsh edit?); once it is done, "
+        "run again: "
+    )
+    # the command it names is the one that was asked for, quoted for a shell
+    command = shlex.split(message.split("run again: ", 1)[1])
+    assert command == [
+        "gagent", "channel", "add", "-c", DEFAULT_URI, name, "--name", GAGENT_CHANNEL,
+        "--path", path,
+    ]  # fmt: skip
+
+
+async def test_remove_undone_by_another_writer_is_made_again_then_fails_loudly(
+    conn, hv, make_domain, monkeypatch
+):
+    name = make_domain(TRANSIENT_CHANNEL, start=False)
+    rewritten_after_define(monkeypatch, conn, times=1)
+    with trio.fail_after(TIMEOUT):
+        result = await remove_from_domain(await hv.lookup(name), GAGENT_CHANNEL)
+    assert "made again and verified" in str(result)
+    assert find_channel(xmls(conn, name)[1], GAGENT_CHANNEL) is None
+
+    other = make_domain(TRANSIENT_CHANNEL, start=False)
+    rewritten_after_define(monkeypatch, conn, times=2)
+    with trio.fail_after(TIMEOUT), pytest.raises(ChannelEditConflict) as info:
+        await remove_from_domain(await hv.lookup(other), GAGENT_CHANNEL)
+    assert str(info.value).startswith(
+        f"removing channel {GAGENT_CHANNEL} did not stay in the definition of {other}:"
+    )
+    assert find_channel(xmls(conn, other)[1], GAGENT_CHANNEL) is not None
