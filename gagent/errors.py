@@ -12,6 +12,7 @@
      |    +-- CommandDisabled    the command exists but is disabled (qemu-ga -b, config)
      |    |    +-- GuestFrozen   disabled because the guest's filesystems are frozen
      +-- CommandUnavailable      refused locally before sending (guest-info says absent/disabled)
+     |    +-- GuestIsFrozen      disabled because the guest is frozen (fsfreeze-status says so)
      +-- FrozenStateViolation    refused locally: command not allowed while we hold a freeze
      +-- HostError               libvirt-side failures (host package), keeping libvirt's code
      |    +-- DomainNotFound     no domain by that name, UUID or ID
@@ -35,6 +36,8 @@ SnapshotTimeout in gagent.host.snapshot, StoreError in gagent.host.inventory.
 
 Errors keep their evidence: the command sent, its arguments (large payloads
 abbreviated), the agent's error class and description, and the raw reply.
+Advice names the guest as the operator would name it again
+(:class:`AgentTarget`): the domain and its URI, or the agent's socket.
 
 Cancellation (``trio.Cancelled``) and timeouts from the caller's own
 ``trio.fail_after`` (``trio.TooSlowError``) are never wrapped: they propagate as
@@ -44,10 +47,15 @@ resynchronises first.
 
 from __future__ import annotations
 
+import os
+import shlex
+import time
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "AgentError",
+    "AgentTarget",
     "AgentUnavailable",
     "CommandDisabled",
     "CommandNotFound",
@@ -56,6 +64,7 @@ __all__ = [
     "FrozenStateViolation",
     "GagentError",
     "GuestFrozen",
+    "GuestIsFrozen",
     "HostError",
     "ProtocolError",
     "ReplyTooLarge",
@@ -158,6 +167,98 @@ class CommandUnavailable(GagentError):
         self.reason = reason
         self.agent_version = agent_version
         super().__init__(f"{command}: {reason}")
+
+
+@dataclass(frozen=True)
+class AgentTarget:
+    """The guest behind an agent conversation, named as an operator names it again.
+
+    Recovery advice is built from it.  Whoever opens the agent fills in what it
+    knows: a domain session its domain and URI (and ``thaw``, the exact command
+    when it renders its own), a socket client its path.
+    """
+
+    domain: str | None = None
+    uri: str | None = None
+    socket: str | None = None
+    thaw: str | None = None
+
+    @classmethod
+    def for_socket(cls, path: str | os.PathLike[str]) -> AgentTarget:
+        """A socket client's target: the absolute path, so the advice works from anywhere."""
+        return cls(socket=os.path.abspath(path))
+
+    def describe(self) -> str:
+        if self.domain:
+            return f"guest {self.domain}"
+        if self.socket:
+            return f"the guest behind {self.socket}"
+        return "the guest"
+
+    def thaw_command(self) -> str:
+        """The command that thaws this guest (``gagent thaw`` reaches every agent of a domain)."""
+        if self.thaw:
+            return self.thaw
+        if self.domain:
+            connect = ["-c", self.uri] if self.uri else []
+            return shlex.join(["gagent", "thaw", self.domain, *connect])
+        if self.socket:
+            return shlex.join(["gagent", "agent", "--socket", self.socket, "fsfreeze", "thaw"])
+        return "gagent thaw DOMAIN"
+
+
+class GuestIsFrozen(CommandUnavailable):
+    """The guest's filesystems are frozen: every command but ping, info, sync,
+    fsfreeze-status and fsfreeze-thaw fails until a thaw.
+
+    GuestFrozen is the agent's refusal of one command; this is the command
+    layer's finding about the guest, with its evidence: ``command`` (what could
+    not run, or the ping that ran: ``answered``), ``status`` (what
+    guest-fsfreeze-status said), ``refusal`` (the agent's GuestFrozen, when
+    that is how the freeze showed) and ``frozen_since`` (time.time() of the
+    freeze, when known).  ``target`` names the guest in the advice; the layer
+    that knows the domain may set it before the error is reported.
+    """
+
+    def __init__(
+        self,
+        command: str,
+        *,
+        status: str = "frozen",
+        target: AgentTarget | None = None,
+        frozen_since: float | None = None,
+        refusal: GuestFrozen | None = None,
+        answered: bool = False,
+        agent_version: str | None = None,
+    ):
+        self.status = status
+        self.target = target
+        self.frozen_since = frozen_since
+        self.refusal = refusal
+        self.answered = answered
+        super().__init__(command, "the guest is frozen", agent_version=agent_version)
+
+    @property
+    def thaw_command(self) -> str:
+        return (self.target or AgentTarget()).thaw_command()
+
+    def __str__(self) -> str:
+        evidence = []
+        if self.frozen_since is not None:
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.frozen_since))
+            evidence.append(f"its filesystems have been frozen since {since}")
+        if self.refusal is not None:
+            evidence.append(f"the agent said: {self.refusal.desc}")
+        else:
+            evidence.append(f"guest-fsfreeze-status: {self.status}")
+        if self.answered:
+            outcome = f"; its agent answers {self.command} but refuses other commands until thawed"
+        elif self.refusal is not None:
+            outcome = f", so {self.command} was refused"
+        else:
+            outcome = f", so {self.command} was not sent"
+        who = (self.target or AgentTarget()).describe()
+        return f"{who} is frozen ({'; '.join(evidence)}){outcome}: run '{self.thaw_command}'"
 
 
 class FrozenStateViolation(GagentError):

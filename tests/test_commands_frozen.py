@@ -97,9 +97,9 @@ async def test_the_advice_names_the_target_the_agent_was_opened_for() -> None:
             with pytest.raises(GuestIsFrozen) as caught:
                 await agent.host_name()
     assert caught.value.target == agent.target
-    assert caught.value.thaw_command == "gagent thaw -c qemu+ssh://h/system 'vm 1'"
+    assert caught.value.thaw_command == "gagent thaw 'vm 1' -c qemu+ssh://h/system"
     assert str(caught.value).startswith("guest vm 1 is frozen (")
-    assert str(caught.value).endswith(": run 'gagent thaw -c qemu+ssh://h/system 'vm 1''")
+    assert str(caught.value).endswith(": run 'gagent thaw 'vm 1' -c qemu+ssh://h/system'")
 
 
 async def test_a_socket_client_names_its_socket_in_the_advice(tmp_path, monkeypatch) -> None:

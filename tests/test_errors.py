@@ -68,3 +68,43 @@ def test_the_drawing_is_read_as_a_tree():
     assert drawn["CommandDisabled"] == "AgentError"
     assert drawn["ThawUnconfirmed"] == "FreezeError"
     assert drawn["UsageError"] == "GagentError"
+
+
+@pytest.mark.parametrize(
+    ("target", "thaw"),
+    [
+        (errors.AgentTarget(domain="vm1"), "gagent thaw vm1"),
+        (
+            errors.AgentTarget(domain="vm 1", uri="qemu:///system"),
+            "gagent thaw 'vm 1' -c qemu:///system",
+        ),
+        (
+            errors.AgentTarget(socket="/run/a b.sock"),
+            "gagent agent --socket '/run/a b.sock' fsfreeze thaw",
+        ),
+        (
+            errors.AgentTarget(domain="vm1", thaw="gagent thaw vm1 -c test:///x"),
+            "gagent thaw vm1 -c test:///x",
+        ),
+        (errors.AgentTarget(), "gagent thaw DOMAIN"),
+    ],
+    ids=["domain", "uri", "socket", "rendered-by-session", "unknown"],
+)
+def test_targets_name_the_thaw_command(target, thaw):
+    assert target.thaw_command() == thaw
+
+
+def test_a_socket_target_is_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert errors.AgentTarget.for_socket("g.sock").socket == str(tmp_path / "g.sock")
+
+
+def test_guest_is_frozen_advice_follows_a_target_set_later():
+    error = errors.GuestIsFrozen("guest-get-fsinfo")
+    assert str(error).endswith("so guest-get-fsinfo was not sent: run 'gagent thaw DOMAIN'")
+    error.target = errors.AgentTarget(domain="vm1", uri="qemu:///system")  # as the CLI layer may
+    assert str(error) == (
+        "guest vm1 is frozen (guest-fsfreeze-status: frozen), so guest-get-fsinfo was not sent: "
+        "run 'gagent thaw vm1 -c qemu:///system'"
+    )
+    assert isinstance(error, errors.CommandUnavailable) and "\n" not in str(error)
