@@ -17,6 +17,7 @@ Exit codes::
     8   libvirt/host error
     9   a thaw could not be confirmed: the guest may still be frozen
     10  migrate-check: a check failed (11: warnings refused, 12: migration failed)
+    13  the guest is frozen: its agent refuses commands until thawed (the error names the thaw)
     130 interrupted
 """
 
@@ -38,6 +39,7 @@ from gagent.errors import (
     ConnectionLost,
     FrozenStateViolation,
     GagentError,
+    GuestIsFrozen,
     HostError,
     ProtocolError,
     UsageError,
@@ -67,6 +69,7 @@ EXIT_AGENT_ERROR = 6
 EXIT_CONNECTION = 7
 EXIT_HOST = 8
 EXIT_THAW_UNCONFIRMED = 9
+EXIT_GUEST_FROZEN = 13
 EXIT_INTERRUPTED = 130
 
 
@@ -95,6 +98,7 @@ def exit_code_for(error: BaseException) -> int:
         (ThawUnconfirmed, EXIT_THAW_UNCONFIRMED),
         (UsageError, EXIT_USAGE),
         (AgentUnavailable, EXIT_UNREACHABLE),
+        (GuestIsFrozen, EXIT_GUEST_FROZEN),
         (CommandUnavailable, EXIT_UNAVAILABLE),
         (FrozenStateViolation, EXIT_UNAVAILABLE),
         (CommandDisabled, EXIT_UNAVAILABLE),

@@ -173,7 +173,18 @@ def _simple(name: str, method: str, help_text: str) -> None:
         options.output.emit(result, VIEWS.get(method))
 
 
-_simple("ping", "ping", "Check that the agent answers.")
+@agent_group.command("ping")
+@pass_options
+def ping(options: AgentOptions) -> None:
+    """Check that the agent answers and its guest is not frozen (exit 13 if it is)."""
+
+    async def answers_and_thawed(agent: AgentCommands) -> None:
+        await agent.ping()
+        await agent.ensure_thawed()  # a frozen guest's agent answers pings, and little else
+
+    options.output.emit(options.run(answers_and_thawed), VIEWS.get("ping"))
+
+
 _simple("osinfo", "osinfo", "Operating system of the guest.")
 _simple("hostname", "host_name", "Host name the guest reports.")
 _simple("users", "users", "Users logged in to the guest.")
