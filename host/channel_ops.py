@@ -119,7 +119,7 @@ async def _add(
             has_it,
             dry_run=dry_run,
             doing=f"adding channel {spec.name}",
-            redo=_command(domain, "add", spec.name, spec.path),
+            redo=_command(domain, "add", spec.name, spec.path, libvirt_managed=libvirt_managed),
         )
         messages.append(_say(change.message, change.changed, dry_run, "added", "would add"))
         messages += [_RETRIED] if retried else []
@@ -278,9 +278,13 @@ async def _define_verified(
     )
 
 
-def _command(domain: Domain, verb: str, name: str, path: str | None = None) -> str:
-    words = ["gagent", "channel", verb, "-c", domain.hypervisor.uri, domain.name, "--name", name]
+def _command(
+    domain: Domain, verb: str, name: str, path: str | None = None, *, libvirt_managed: bool = False
+) -> str:
+    """The gagent command that makes this edit, for advice."""
+    words = ["gagent", "channel", verb, domain.name, "-c", domain.hypervisor.uri, "--name", name]
     words += ["--path", path] if path else []
+    words += ["--libvirt-managed"] if libvirt_managed else []
     return shlex.join(words)
 
 

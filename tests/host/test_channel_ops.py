@@ -451,7 +451,7 @@ async def test_add_lost_twice_fails_loudly(conn, hv, make_domain, monkeypatch, t
     # the command it names is the one that was asked for, quoted for a shell
     command = shlex.split(message.split("run again: ", 1)[1])
     assert command == [
-        "gagent", "channel", "add", "-c", DEFAULT_URI, name, "--name", GAGENT_CHANNEL,
+        "gagent", "channel", "add", name, "-c", DEFAULT_URI, "--name", GAGENT_CHANNEL,
         "--path", path,
     ]  # fmt: skip
 
@@ -472,5 +472,8 @@ async def test_remove_undone_by_another_writer_is_made_again_then_fails_loudly(
         await remove_from_domain(await hv.lookup(other), GAGENT_CHANNEL)
     assert str(info.value).startswith(
         f"removing channel {GAGENT_CHANNEL} did not stay in the definition of {other}:"
+    )
+    assert str(info.value).endswith(
+        f"run again: gagent channel remove {other} -c {DEFAULT_URI} --name {GAGENT_CHANNEL}"
     )
     assert find_channel(xmls(conn, other)[1], GAGENT_CHANNEL) is not None
