@@ -50,14 +50,15 @@ class ChannelEditConflict(GagentError):
 def runtime_dir() -> Path:
     """The private directory for gagent's lock files (created on first use).
 
-    The first usable of ``$XDG_RUNTIME_DIR/gagent``, ``/run/gagent`` (root
-    only) and ``<tmp>/gagent-UID``; usable means a real directory (not a
-    symlink) owned by us that nobody else may write to.
+    The first usable of ``$XDG_RUNTIME_DIR/gagent`` (when that directory is
+    ours), ``/run/gagent`` (root only) and ``<tmp>/gagent-UID``; usable means a
+    real directory (not a symlink) owned by us that nobody else may write to.
     """
     uid = os.geteuid()
     candidates = []
     xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
+    # only our own: 'sudo' may pass on the invoking user's XDG_RUNTIME_DIR
+    if xdg and os.path.isabs(xdg) and os.path.isdir(xdg) and os.stat(xdg).st_uid == uid:
         candidates.append(Path(xdg) / "gagent")
     if uid == 0:
         candidates.append(Path("/run/gagent"))

@@ -97,6 +97,20 @@ def test_runtime_dir_skips_a_directory_that_is_not_private(tmp_path, monkeypatch
     assert (xdg / "gagent").exists()  # left alone
 
 
+def test_runtime_dir_ignores_someone_elses_xdg_runtime_dir(tmp_path, monkeypatch):
+    """As after 'sudo': the invoking user's XDG_RUNTIME_DIR is not root's to fill."""
+    xdg, tmp = tmp_path / "xdg", tmp_path / "tmp"
+    xdg.mkdir()
+    tmp.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to give the directory to another user")
+    os.chown(xdg, 4242, -1)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    assert runtime_dir() == Path("/run/gagent")
+    assert not (xdg / "gagent").exists()
+
+
 def test_runtime_dir_without_xdg_runtime_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
