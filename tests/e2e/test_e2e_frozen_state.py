@@ -18,7 +18,9 @@ import pytest
 import trio
 
 from gagent.client import open_agent
+from gagent.errors import GuestIsFrozen
 from gagent.fs_types import FsfreezeStatus
+from gagent.host.session import open_domain_agent
 
 pytestmark = pytest.mark.e2e
 
@@ -103,3 +105,33 @@ async def test_a_freeze_left_behind_is_reported_as_frozen(main_domain, tmp_path)
     finally:
         status = await thaw_shielded(socket_path)
     assert status is FsfreezeStatus.THAWED
+
+
+async def test_libvirts_route_reports_its_agent_frozen_too(main_domain):
+    """The same diagnosis through qemuAgentCommand: libvirt's own agent, left frozen."""
+    uri = main_domain.uri
+
+    async def thaw_libvirts_agent() -> FsfreezeStatus:
+        with trio.CancelScope(shield=True), trio.fail_after(60):
+            async with open_domain_agent(main_domain.name, uri=uri, transport="libvirt") as agent:
+                await agent.fsfreeze_thaw()
+                return await agent.fsfreeze_status()
+
+    try:
+        with trio.fail_after(60):
+            async with open_domain_agent(main_domain.name, uri=uri, transport="libvirt") as agent:
+                assert await agent.fsfreeze_freeze() >= 1
+        # a new conversation, which knows nothing of that freeze
+        with trio.fail_after(60):
+            async with open_domain_agent(main_domain.name, uri=uri, transport="libvirt") as agent:
+                await agent.ping()
+                assert await agent.freeze_state() is FsfreezeStatus.FROZEN
+                with pytest.raises(GuestIsFrozen) as caught:
+                    await agent.host_name()
+                with pytest.raises(GuestIsFrozen):
+                    await agent.ensure_thawed()
+    finally:
+        status = await thaw_libvirts_agent()
+    assert status is FsfreezeStatus.THAWED
+    assert caught.value.command == "guest-get-host-name" and caught.value.status == "frozen"
+    assert "is frozen (guest-fsfreeze-status: frozen)" in str(caught.value)
