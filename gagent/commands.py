@@ -32,7 +32,6 @@ guest-info, since a freeze changes which commands the agent reports enabled.
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -98,8 +97,8 @@ class AgentCommands:
         self._info_raw: Any = None
         #: True while a freeze made through this client is believed in force.
         self.frozen = False
-        #: When the guest's freeze began (time.time()), if known: this client's own
-        #: freeze records it; a caller that knows better may set it.
+        #: When the guest's freeze began (time.time()), for GuestIsFrozen's message:
+        #: qemu-ga does not say, so only a caller that recorded it can set it.
         self.frozen_since: float | None = None
         #: Names the guest in advice (the command that thaws it); whoever opens the
         #: agent and knows its domain or socket sets it.
@@ -286,8 +285,6 @@ class AgentCommands:
         if frozen != self.frozen:
             self.frozen = frozen
             self.forget_info()
-        if not frozen:
-            self.frozen_since = None
         return status
 
     async def fsfreeze_freeze(self, mountpoints: Iterable[str] | None = None) -> int:
@@ -306,19 +303,16 @@ class AgentCommands:
         else:
             command = "guest-fsfreeze-freeze-list"
             arguments = {"mountpoints": _strings(mountpoints, "mountpoints")}
-        sent_at = time.time()
         try:
             count = t.expect_int(await self.call(command, arguments), command)
         except (AgentError, CommandUnavailable, FrozenStateViolation):
             raise  # answered, or never sent: nothing was frozen by this call
         except BaseException:
             self.frozen = True
-            self.frozen_since = sent_at
             raise
         finally:
             self.forget_info()
         self.frozen = True
-        self.frozen_since = sent_at
         return count
 
     async def fsfreeze_thaw(self) -> int:
@@ -328,7 +322,6 @@ class AgentCommands:
         finally:
             self.forget_info()
         self.frozen = False
-        self.frozen_since = None
         return count
 
     # -------------------------------------------------------------------- files
