@@ -22,8 +22,8 @@ from gagent.errors import UsageError
 
 __all__ = [
     "GAGENT_CHANNEL", "LIBVIRT_AGENT_CHANNEL", "Channel", "ChannelSpec", "PathUse", "XmlChange",
-    "add_channel", "agent_socket_path", "find_channel", "list_channels", "path_uses",
-    "remove_channel", "validate", "validate_name", "xml_diff",
+    "add_channel", "agent_socket_path", "check_socket_directory", "find_channel",
+    "list_channels", "path_uses", "remove_channel", "validate", "validate_name", "xml_diff",
 ]  # fmt: skip
 
 GAGENT_CHANNEL = "org.gagent.agent.0"
@@ -106,14 +106,21 @@ def validate(spec: ChannelSpec, *, libvirt_managed: bool = False, check_dir: boo
             f"socket path {path!r} is longer than {_SUN_PATH_MAX} bytes, "
             "which unix sockets (and so QEMU) cannot use: choose a shorter one"
         )
+    if check_dir:
+        check_socket_directory(path)
+
+
+def check_socket_directory(path: str) -> None:
+    """Raise UsageError unless ``path``'s directory exists on this machine (and ``path``
+    is not itself a directory)."""
     directory = os.path.dirname(path)
-    if check_dir and not os.path.isdir(directory):
+    if not os.path.isdir(directory):
         raise UsageError(
             f"directory {directory} for socket {path} does not exist: create it, writable by "
             "the user QEMU runs as (e.g. qemu or libvirt-qemu), or give no path to let "
             "libvirt choose one"
         )
-    if check_dir and os.path.isdir(path):
+    if os.path.isdir(path):
         raise UsageError(f"socket path {path} is an existing directory, not a socket")
 
 

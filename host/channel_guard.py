@@ -25,7 +25,7 @@ import trio
 
 from gagent.errors import UsageError
 
-from .channel import ChannelSpec, PathUse, path_uses
+from .channel import ChannelSpec, PathUse, check_socket_directory, path_uses
 from .virt import Domain, DomainNotFound
 
 __all__ = ["PathClaim", "SocketPathRefused", "check_socket_path", "path_claims"]
@@ -86,6 +86,7 @@ async def check_socket_path(domain: Domain, spec: ChannelSpec, *, local: bool) -
     """Raise SocketPathRefused unless ``spec.path`` may become this channel's socket.
 
     Returns notes for the operator (on a remote connection: what was not checked).
+    Locally the path's directory must exist (see check_socket_directory).
     """
     path = spec.path
     if path is None:
@@ -120,6 +121,7 @@ async def check_socket_path(domain: Domain, spec: ChannelSpec, *, local: bool) -
 
 def _check_file(path: str, uri: str) -> None:
     """Refuse anything at ``path`` on this machine: QEMU would unlink it."""
+    check_socket_directory(path)
     try:
         info = os.lstat(path)
     except FileNotFoundError:

@@ -91,7 +91,9 @@ async def add_to_domain(
     channel; see :mod:`gagent.host.channel_guard`.
     """
     local = uri_is_local(domain.hypervisor.uri)
-    validate(spec, libvirt_managed=libvirt_managed, check_dir=local)
+    # the name and the path's form; the file system after the domains (the guard):
+    # "another domain's socket" says more than "no such directory here"
+    validate(spec, libvirt_managed=libvirt_managed, check_dir=False)
     async with _editing(domain, spec.path, dry_run=dry_run, wait=lock_wait):
         notes = await check_socket_path(domain, spec, local=local)
         result = await _add(domain, spec, libvirt_managed, live, dry_run)

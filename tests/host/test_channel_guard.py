@@ -173,6 +173,21 @@ async def test_another_domains_path_is_found_however_it_is_spelled(conn, hv, mak
         assert f"is already used by domain {other} (channel x.0, running)" in message
 
 
+async def test_another_domains_claim_is_named_before_a_missing_directory(
+    conn, hv, make_domain, tmp_path
+):
+    """As for a path libvirt chose in its own directories (or in another mount namespace)."""
+    path = str(tmp_path / "not-here" / "agent.sock")
+    other = make_domain(unix_device("channel", path, "x.0"))
+    name = make_domain()
+    message = await refused(hv, conn, name, ChannelSpec(path=path))
+    assert f"is already used by domain {other} (channel x.0, running)" in message
+    before = xmls(conn, name)
+    with trio.fail_after(TIMEOUT), pytest.raises(UsageError, match="does not exist: create it"):
+        await add_to_domain(await hv.lookup(name), ChannelSpec(path=path + ".2"))
+    assert xmls(conn, name) == before
+
+
 async def test_path_only_in_another_domains_running_xml_is_refused(conn, hv, make_domain, tmp_path):
     """A transient domain has no definition: its running XML alone claims the path."""
     path = str(tmp_path / "transient.sock")
