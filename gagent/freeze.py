@@ -351,6 +351,7 @@ async def frozen(
     domain: str | None = None,
     reconnect: Reconnect | None = None,
     vss_warn_after: float = VSS_WARN_AFTER,
+    retry: str | None = None,
 ) -> AsyncIterator[FreezeRecord]:
     """Freeze (all, or ``mountpoints``), run the block, always thaw and confirm.
 
@@ -358,10 +359,12 @@ async def frozen(
     Raises :class:`FreezeTimeout` (no freeze reply within ``freeze_timeout``),
     :class:`NothingFrozen` (0 filesystems frozen and not ``allow_nothing_frozen``),
     :class:`AlreadyFrozen`, the agent's own errors, and :class:`ThawUnconfirmed`
-    - in every case after the thaw.  See the module doc.
+    - in every case after the thaw.  See the module doc.  ``retry`` is the
+    command an operator runs to thaw by hand (the domain session builds it with
+    the real URI); by default it is made from ``domain``.
     """
     record = FreezeRecord(domain=domain, mountpoints=_mountpoint_list(mountpoints))
-    retry = retry_command(domain, agent)
+    retry = retry or retry_command(domain, agent)
     nothing = False
     try:
         await _freeze_step(agent, record, freeze_timeout, retry)
@@ -397,6 +400,7 @@ async def freeze(
     thaw_timeout: float = DEFAULT_THAW_TIMEOUT,
     allow_nothing_frozen: bool = False,
     domain: str | None = None,
+    retry: str | None = None,
 ) -> FreezeRecord:
     """Freeze and leave the guest frozen (``gagent fsfreeze freeze``).
 
@@ -405,7 +409,7 @@ async def freeze(
     error propagates, as in :func:`frozen`.
     """
     record = FreezeRecord(domain=domain, mountpoints=_mountpoint_list(mountpoints))
-    retry = retry_command(domain, agent)
+    retry = retry or retry_command(domain, agent)
     keep = False
     try:
         await _freeze_step(agent, record, freeze_timeout, retry)
@@ -424,6 +428,7 @@ async def thaw(
     thaw_timeout: float = DEFAULT_THAW_TIMEOUT,
     domain: str | None = None,
     reconnect: Reconnect | None = None,
+    retry: str | None = None,
 ) -> FreezeRecord:
     """Thaw unconditionally and confirm with guest-fsfreeze-status (``gagent thaw``).
 
@@ -431,7 +436,7 @@ async def thaw(
     Raises :class:`ThawUnconfirmed` if the guest cannot be shown thawed.
     """
     record = FreezeRecord(domain=domain)
-    retry = retry_command(domain, agent)
+    retry = retry or retry_command(domain, agent)
     await _thaw_step(agent, record, thaw_timeout=thaw_timeout, reconnect=reconnect, retry=retry)
     return record
 
@@ -441,6 +446,7 @@ async def thaw_if_frozen(
     *,
     domain: str | None = None,
     thaw_timeout: float = DEFAULT_THAW_TIMEOUT,
+    retry: str | None = None,
 ) -> bool:
     """The safety net on connect: thaw a guest our agent reports frozen.
 
@@ -452,7 +458,7 @@ async def thaw_if_frozen(
     """
     if await agent.fsfreeze_status() is not FsfreezeStatus.FROZEN:
         return False
-    record = await thaw(agent, thaw_timeout=thaw_timeout, domain=domain)
+    record = await thaw(agent, thaw_timeout=thaw_timeout, domain=domain, retry=retry)
     logger.warning(
         "%s was found frozen (left by an earlier run?): thawed %s filesystem(s)",
         domain or "the guest",

@@ -20,6 +20,8 @@ from lxml import etree
 
 from gagent.errors import UsageError
 
+from .domxml import Channel, channel_of, parse_channels
+
 __all__ = [
     "GAGENT_CHANNEL", "LIBVIRT_AGENT_CHANNEL", "Channel", "ChannelSpec", "PathUse", "XmlChange",
     "add_channel", "agent_socket_path", "check_socket_directory", "find_channel",
@@ -65,18 +67,6 @@ class ChannelSpec:
 
     name: str = GAGENT_CHANNEL
     path: str | None = None
-
-
-@dataclass(frozen=True)
-class Channel:
-    """One ``<channel>`` as the domain XML describes it."""
-
-    name: str | None  # <target name=...>; None for guestfwd channels
-    kind: str  # <channel type=...>: 'unix', 'spicevmc', 'pty', ...
-    target_type: str | None  # <target type=...>: 'virtio', 'guestfwd', 'xen'
-    path: str | None  # <source path=...>
-    mode: str | None  # <source mode=...>: 'bind' or 'connect'
-    state: str | None  # live XML only: 'connected' / 'disconnected'
 
 
 @dataclass(frozen=True)
@@ -176,9 +166,8 @@ def path_uses(domain_xml: str | bytes) -> list[PathUse]:
 
 
 def list_channels(domain_xml: str | bytes) -> list[Channel]:
-    """Every ``<channel>`` of the domain, in document order."""
-    devices = _Doc(domain_xml).root.find("devices")
-    return [] if devices is None else [_channel_of(el) for el in devices.findall("channel")]
+    """Every ``<channel>`` of the domain, in document order (the read model's parser)."""
+    return parse_channels(domain_xml)
 
 
 def find_channel(domain_xml: str | bytes, name: str) -> Channel | None:
@@ -207,7 +196,7 @@ def add_channel(
     if devices is None:
         devices = _insert(doc.root, etree.Element("devices"), ())
     for el in devices.findall("channel"):
-        ch = _channel_of(el)
+        ch = channel_of(el)
         if ch.name == spec.name:
             if ch.kind != "unix" or (spec.path is not None and spec.path != ch.path):
                 have = f"a {ch.kind} channel" + (f" at {ch.path}" if ch.path else "")
@@ -238,7 +227,7 @@ def remove_channel(domain_xml: str | bytes, name: str) -> XmlChange:
     doc = _Doc(domain_xml)
     devices = doc.root.find("devices")
     found = [] if devices is None else [
-        el for el in devices.findall("channel") if _channel_of(el).name == name
+        el for el in devices.findall("channel") if channel_of(el).name == name
     ]  # fmt: skip
     if not found:
         return XmlChange(doc.text, False, f"no channel {name} to remove", None)
@@ -310,17 +299,6 @@ class _Doc:
 
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
-
-
-def _channel_of(el: etree._Element) -> Channel:
-    target = el.find("target")
-    tget = target.get if target is not None else dict().get
-    sources = el.findall("source")  # udp channels have two; the one with a path matters
-    source = next((s for s in sources if s.get("path")), sources[0] if sources else {})
-    return Channel(
-        tget("name"), el.get("type", ""), tget("type"),
-        source.get("path"), source.get("mode"), tget("state"),
-    )  # fmt: skip
 
 
 def _ws_before(el: etree._Element) -> str | None:

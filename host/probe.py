@@ -34,7 +34,8 @@ from gagent.guest.wire import (
 )
 
 from .channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL, list_channels
-from .virt import DomainState, open_hypervisor
+from .session import open_domain
+from .virt import DomainState
 
 __all__ = ["ProbeResult", "ProbeRound", "probe_domain", "probe_route", "probe_socket"]
 
@@ -231,18 +232,12 @@ async def probe_domain(
     on_event: Callable[[str], None] = lambda _msg: None,
 ) -> ProbeResult:
     """Probe channel ``name`` of the running domain ``ref`` (by name, UUID or ID)."""
-    hypervisor = await open_hypervisor(uri)
-    try:
-        domain = await hypervisor.lookup(ref)
-        state = await domain.state()
-        live_xml = await domain.xml() if state.is_active else ""
-        path = probe_route(domain.name, state, live_xml, name)
-        channel = next(c for c in list_channels(live_xml) if c.name == name)
-        if channel.state == "disconnected":
+    async with open_domain(ref, uri=uri) as session:
+        path = probe_route(session.name, session.state, session.xml, name)
+        channel = session.facts.channel(name)
+        if channel is not None and channel.state == "disconnected":
             on_event(f"{name} is closed in the guest (nothing has the port open yet)")
-        target = f"{name} of {domain.name}"
-    finally:
-        await hypervisor.close()
+        target = f"{name} of {session.name}"
     return await probe_socket(
         path, count=count, wait=wait, name=name, target=target, on_event=on_event
     )

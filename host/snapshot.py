@@ -28,7 +28,8 @@ Revert of external snapshots is not offered (libvirt 9.0 cannot revert them).
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +37,6 @@ from typing import Any
 import trio
 from lxml import etree
 
-from gagent.client import open_agent
 from gagent.commands import AgentCommands
 from gagent.errors import AgentUnavailable, GagentError, HostError, UsageError
 from gagent.freeze import (
@@ -45,20 +45,22 @@ from gagent.freeze import (
     FreezeRecord,
     Reconnect,
     frozen,
-    thaw,
     thaw_if_frozen,
 )
 
 from .channel import GAGENT_CHANNEL
-from .libvirt_agent import LibvirtAgent
-from .reach import Transport, choose_route
+from .domxml import parse_domain, parse_xml
+from .reach import Transport
+from .session import DomainSession, open_domain
 from .virt import Domain, Hypervisor
 
 __all__ = [
     "Disk", "SnapshotDisk", "SnapshotInfo", "SnapshotMethod", "SnapshotResult", "SnapshotTimeout",
-    "ThawReport", "delete_snapshot", "domain_disks", "emergency_thaw", "list_snapshots",
+    "delete_snapshot", "domain_disks", "list_snapshots",
     "snapshot", "snapshot_xml", "take_snapshot",
 ]  # fmt: skip
+
+logger = logging.getLogger("gagent.snapshot")
 
 #: How long the guest may stay frozen waiting for libvirt's snapshot call.
 DEFAULT_SNAPSHOT_TIMEOUT = 60.0
@@ -153,17 +155,11 @@ class SnapshotResult:
 
 def domain_disks(domain_xml: str) -> list[Disk]:
     """The ``<disk>`` elements of a domain XML (live XML also gives the backing file)."""
-    root = etree.fromstring(domain_xml.encode())
-    disks = []
-    for el in root.iterfind("devices/disk"):
-        target = el.find("target")
-        if target is None or not target.get("dev"):
-            continue
-        disks.append(Disk(
-            target.get("dev", ""), el.get("device", "disk"), _source_of(el),
-            el.find("readonly") is not None, _source_of(el.find("backingStore")),
-        ))  # fmt: skip
-    return disks
+    return [
+        Disk(d.target, d.device, d.path or d.network_name, d.readonly, d.backing)
+        for d in parse_domain(domain_xml).disks
+        if d.target != "?"
+    ]
 
 
 def _source_of(el: etree._Element | None) -> str | None:
@@ -222,16 +218,23 @@ async def snapshot(
     allow_nothing_frozen: bool = False, freeze_timeout: float = DEFAULT_FREEZE_TIMEOUT,
     thaw_timeout: float = DEFAULT_THAW_TIMEOUT,
     snapshot_timeout: float = DEFAULT_SNAPSHOT_TIMEOUT, reconnect: Reconnect | None = None,
-    description: str = "",
+    description: str = "", retry: str | None = None, notify: Notify | None = None,
+    delete_command: str | None = None,
 ) -> SnapshotResult:  # fmt: skip
     """One external disk-only snapshot (see the module doc for the methods).
 
     ``agent`` freezes (quiesce, without libvirt_quiesce); ``libvirt_quiesce``
     uses libvirt's QUIESCE flag and no agent of ours; ``quiesce=False`` is
-    crash-consistent.  A cancellation waits for libvirt's call; a call that
-    outlives ``snapshot_timeout`` is abandoned and raises :class:`SnapshotTimeout`
-    after the thaw (the guest's liveness comes before the snapshot's consistency).
+    crash-consistent.  The guest's liveness comes before the snapshot's
+    consistency: a call that outlives ``snapshot_timeout`` raises
+    :class:`SnapshotTimeout` after the thaw, and a cancellation (Ctrl-C,
+    SIGTERM, the caller's deadline) abandons libvirt's call and thaws at once;
+    ``notify`` is then told, after the thaw, that libvirt may still finish a
+    snapshot and how consistent it would be (``delete_command`` says how to
+    remove it).  ``retry`` is the thaw command to advise if the thaw cannot be
+    confirmed.
     """
+    notify = notify or _log_notice
     state = await domain.state()
     xml = snapshot_xml(name, domain_disks(await domain.xml()), disks, description)
     if not state.is_active:
@@ -249,11 +252,13 @@ async def snapshot(
         )
     else:
         method = SnapshotMethod.GAGENT_FREEZE
+    abandoned = False
 
     async def create() -> float:
+        nonlocal abandoned
         start = trio.current_time()
-        try:  # shielded: a Ctrl-C waits for the call (bounded), never thaws in its middle
-            with trio.CancelScope(shield=True), trio.fail_after(snapshot_timeout):
+        try:
+            with trio.fail_after(snapshot_timeout):
                 await domain.snapshot_create_xml(
                     xml, no_metadata=no_metadata, abandon_on_cancel=True,
                     quiesce=method is SnapshotMethod.LIBVIRT_QUIESCE,
@@ -264,26 +269,71 @@ async def snapshot(
                 f"{snapshot_timeout:g}s; the guest was thawed. If libvirt completes it, it is "
                 f"NOT application-consistent: check 'virsh domblklist {domain.name}'"
             ) from None
+        except trio.Cancelled:
+            abandoned = True
+            raise
         return (trio.current_time() - start) * 1000
 
     record = None
-    if method is SnapshotMethod.GAGENT_FREEZE:
-        assert agent is not None
-        async with frozen(
-            agent, mountpoints, freeze_timeout=freeze_timeout, thaw_timeout=thaw_timeout,
-            allow_nothing_frozen=allow_nothing_frozen, domain=domain.name, reconnect=reconnect,
-        ) as record:  # fmt: skip
+    try:
+        if method is SnapshotMethod.GAGENT_FREEZE:
+            assert agent is not None
+            async with frozen(
+                agent, mountpoints, freeze_timeout=freeze_timeout, thaw_timeout=thaw_timeout,
+                allow_nothing_frozen=allow_nothing_frozen, domain=domain.name,
+                reconnect=reconnect, retry=retry,
+            ) as record:  # fmt: skip
+                snapshot_ms = await create()
+        else:
             snapshot_ms = await create()
-    else:
-        snapshot_ms = await create()
+    finally:
+        if abandoned:
+            notice = _abandoned_notice(
+                domain.name, name, method, record, no_metadata, delete_command
+            )
+            notify(notice)
     chosen = _external_targets(xml)
     after = [d for d in domain_disks(await domain.xml()) if d.target in chosen]
     overlays = [SnapshotDisk(d.target, d.source, d.backing) for d in after]
     return SnapshotResult(domain.name, name, method, not no_metadata, overlays, snapshot_ms, record)
 
 
+Notify = Callable[[str], None]
+
+
+def _log_notice(message: str) -> None:
+    logger.warning("%s", message)
+
+
+def _abandoned_notice(
+    domain: str, name: str, method: SnapshotMethod, record: FreezeRecord | None,
+    no_metadata: bool, delete_command: str | None,
+) -> str:  # fmt: skip
+    """What an interrupted snapshot leaves behind, said after the thaw."""
+    if method is SnapshotMethod.GAGENT_FREEZE:
+        thawed = (
+            "the guest was thawed at once (confirmed)"
+            if record is not None and record.confirmed
+            else "the thaw was sent at once"
+        )
+        quality = "CRASH-CONSISTENT (its disks caught after the thaw)"
+    else:
+        thawed = "no freeze of gagent's was held"
+        quality = _CONSISTENCY[method].split(":")[0]
+    how = (
+        f"look for new overlay files ('virsh domblklist {domain}')"
+        if no_metadata
+        else f"check 'virsh snapshot-list {domain}'"
+        + (f" and remove it with '{delete_command}'" if delete_command else "")
+    )
+    return (
+        f"interrupted while libvirt was creating snapshot {name} of {domain}: {thawed}. "
+        f"libvirt may still finish that snapshot; it would be {quality}: {how}"
+    )
+
+
 def _external_targets(snapshot: str) -> set[str]:
-    root = etree.fromstring(snapshot.encode())
+    root = parse_xml(snapshot, root_tag="domainsnapshot")
     return {d.get("name", "") for d in root.iterfind("disks/disk") if d.get("snapshot") != "no"}
 
 
@@ -293,36 +343,47 @@ async def take_snapshot(
     transport: Transport | str = Transport.AUTO, channel_name: str = GAGENT_CHANNEL,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, **options: Any,
 ) -> SnapshotResult:  # fmt: skip
-    """Look the domain up, reach its agent, snapshot (``options`` as for :func:`snapshot`).
+    """Open a domain session for ``ref`` and snapshot (``options`` as for :func:`snapshot`).
 
     Our channel -> gagent's freeze; only libvirt's -> libvirt's QUIESCE;
     ``thaw_on_connect`` first thaws a guest found frozen (a crashed run).
     """
-    domain = await hypervisor.lookup(ref)
-    state = await domain.state()
-    if not quiesce or not state.is_active:
+    async with open_domain(ref, hypervisor=hypervisor) as session:
+        return await snapshot_session(
+            session, name, quiesce=quiesce, libvirt_quiesce=libvirt_quiesce,
+            thaw_on_connect=thaw_on_connect, transport=transport, channel_name=channel_name,
+            connect_timeout=connect_timeout, **options,
+        )  # fmt: skip
+
+
+async def snapshot_session(
+    session: DomainSession, name: str, *, quiesce: bool = True,
+    libvirt_quiesce: bool = False, thaw_on_connect: bool = True,
+    transport: Transport | str = Transport.AUTO, channel_name: str = GAGENT_CHANNEL,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, **options: Any,
+) -> SnapshotResult:  # fmt: skip
+    """:func:`take_snapshot` on an open session (its advice names the session's URI)."""
+    domain = session.domain
+    options.setdefault("delete_command", session.command("snapshot", "delete", options=(name,)))
+    if not quiesce or not session.state.is_active:
         return await snapshot(domain, None, name, quiesce=False, **options)
     transport = Transport.LIBVIRT if libvirt_quiesce else Transport(transport)
     try:
-        route = choose_route(
-            domain.name, state, await domain.xml(), transport=transport, channel_name=channel_name
-        )
+        route = session.route(transport, channel_name)
     except AgentUnavailable as exc:
         raise AgentUnavailable(
             f"cannot quiesce {domain.name}: {exc}",
             hint="or take a crash-consistent snapshot with --no-quiesce",
         ) from None
+    retry = session.thaw_command(channel_name)
+    options.setdefault("retry", retry)
     async with AsyncExitStack() as stack:
         try:
             with trio.fail_after(connect_timeout):
-                if route.transport is Transport.SOCKET:
-                    path = route.socket_path
-                    assert path is not None
-                    agent: AgentCommands = await stack.enter_async_context(open_agent(path))
-                    options.setdefault("reconnect", lambda: open_agent(path))
-                else:
-                    agent = LibvirtAgent(domain)
-                thawed = thaw_on_connect and await thaw_if_frozen(agent, domain=domain.name)
+                agent = await stack.enter_async_context(session.agent(route=route))
+                thawed = thaw_on_connect and await thaw_if_frozen(
+                    agent, domain=domain.name, retry=retry
+                )
         except trio.TooSlowError:
             raise AgentUnavailable(
                 f"the agent of {domain.name} ({route.describe(domain.name)}) did not answer "
@@ -330,6 +391,7 @@ async def take_snapshot(
                 hint="is qemu-ga running in the guest?",
             ) from None
         if route.transport is Transport.SOCKET:
+            options.setdefault("reconnect", session.reconnect_for(route))
             result = await snapshot(domain, agent, name, **options)
         else:
             result = await snapshot(domain, None, name, libvirt_quiesce=True, **options)
@@ -354,7 +416,7 @@ async def list_snapshots(domain: Domain) -> list[SnapshotInfo]:
     """Snapshots libvirt keeps metadata for, oldest first."""
     found = []
     for name, xml, current in await domain.list_snapshots():
-        root = etree.fromstring(xml.encode())
+        root = parse_xml(xml, root_tag="domainsnapshot")
         created = root.findtext("creationTime")
         disks = [
             SnapshotDisk(d.get("name", ""), _source_of(d), None)
@@ -384,57 +446,3 @@ async def delete_snapshot(domain: Domain, name: str, *, metadata_only: bool = Fa
     if metadata_only:
         return f"forgot snapshot {name} of {domain.name} (its overlay files stay in use)"
     return f"deleted snapshot {name} of {domain.name} (overlays merged back by libvirt)"
-
-
-# --------------------------------------------------------- emergency thaw
-
-
-@dataclass(frozen=True)
-class ThawReport:
-    route: str
-    thawed: int | None = None
-    confirmed: bool = False
-    error: str | None = None
-
-
-async def emergency_thaw(
-    hypervisor: Hypervisor,
-    ref: str,
-    *,
-    thaw_timeout: float = DEFAULT_THAW_TIMEOUT,
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-    channel_name: str = GAGENT_CHANNEL,
-) -> list[ThawReport]:
-    """Thaw through every agent the domain has (ours and libvirt's): each keeps its own
-    freeze state, and a thaw through either thaws every filesystem."""
-    domain = await hypervisor.lookup(ref)
-    state = await domain.state()
-    live_xml = await domain.xml() if state.is_active else ""
-    reports = []
-    for transport in (Transport.SOCKET, Transport.LIBVIRT):
-        try:
-            route = choose_route(
-                domain.name, state, live_xml, transport=transport, channel_name=channel_name
-            )
-        except AgentUnavailable:
-            continue
-        where = route.describe(domain.name)
-        try:
-            async with AsyncExitStack() as stack:
-                with trio.fail_after(connect_timeout):
-                    if route.socket_path:
-                        agent = await stack.enter_async_context(open_agent(route.socket_path))
-                    else:
-                        agent = LibvirtAgent(domain)
-                record = await thaw(agent, thaw_timeout=thaw_timeout, domain=domain.name)
-            reports.append(ThawReport(where, record.thawed, record.confirmed))
-        except trio.TooSlowError:
-            reports.append(ThawReport(where, error=f"no answer within {connect_timeout:g}s"))
-        except GagentError as exc:
-            reports.append(ThawReport(where, error=str(exc)))
-    if not reports:
-        raise AgentUnavailable(
-            f"domain {domain.name} has no reachable agent channel to thaw through",
-            hint=f"is it running? 'gagent channel list {domain.name}'",
-        )
-    return reports

@@ -49,7 +49,7 @@ from gagent.freeze import ThawUnconfirmed
 from .agent import agent_group
 
 # Commands are imported under other names than their modules, which would be shadowed.
-from .common import deadline_context
+from .common import CommandTimeout, Interrupted, say
 from .demo import demo as demo_command
 from .domain import channel_group, status, watch
 from .freeze import fsfreeze_group, snapshot_group, thaw_command
@@ -104,6 +104,7 @@ def exit_code_for(error: BaseException) -> int:
         (CommandDisabled, EXIT_UNAVAILABLE),
         (CommandNotFound, EXIT_UNAVAILABLE),
         (AgentError, EXIT_AGENT_ERROR),
+        (CommandTimeout, EXIT_TIMEOUT),
         (ConnectionLost, EXIT_CONNECTION),
         (ProtocolError, EXIT_CONNECTION),
         (HostError, EXIT_HOST),
@@ -224,19 +225,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gagent: error: {exc.format_message()}", file=sys.stderr)
         return EXIT_USAGE
     except (click.Abort, KeyboardInterrupt):
-        print("gagent: interrupted", file=sys.stderr)
+        say("gagent: interrupted")
         return EXIT_INTERRUPTED
+    except Interrupted as exc:
+        say(f"gagent: {exc}")
+        return exc.exit_code
     except trio.TooSlowError:
-        seconds, target = deadline_context()
-        print(
-            f"gagent: error: timed out after {seconds:g}s waiting for the agent at {target} "
-            "(is qemu-ga running in the guest? raise --timeout for slow operations)",
-            file=sys.stderr,
+        say(
+            "gagent: error: timed out waiting for an answer (is qemu-ga running in the guest? "
+            "raise --timeout for slow operations)"
         )
         return EXIT_TIMEOUT
     except GagentError as exc:
-        print(f"gagent: error: {exc}", file=sys.stderr)
+        say(f"gagent: error: {exc}")
         return exit_code_for(exc)
+    except OSError as exc:  # the local side: a full disk, a closed pipe, a permission
+        say(f"gagent: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+        return EXIT_ERROR
     return result if isinstance(result, int) else EXIT_OK
 
 

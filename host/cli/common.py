@@ -1,8 +1,10 @@
-"""What every CLI command shares: options, running trio, printing results."""
+"""What every CLI command shares: running trio under a deadline and signals, printing results."""
 
 from __future__ import annotations
 
 import json
+import signal
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -10,31 +12,98 @@ from typing import Any, TypeVar
 import click
 import trio
 
-from gagent.errors import UsageError
+from gagent.errors import GagentError, UsageError
 
 from .render import dumps, render
 
 T = TypeVar("T")
 
-_deadline: dict[str, Any] = {"seconds": 0.0, "target": "?"}
+#: Signals that end a command the way Ctrl-C does: systemd stopping a unit
+#: (SIGTERM), a dropped ssh session (SIGHUP), timeout(1) (SIGTERM).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def deadline_context() -> tuple[float, str]:
-    """The deadline and target of the last timed run (for the timeout message)."""
-    return _deadline["seconds"], _deadline["target"]
+class Interrupted(Exception):
+    """A stop signal ended the command (after its shielded cleanup ran)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
-def run_with_deadline(func: Callable[[], Awaitable[T]], *, seconds: float | None, target: str) -> T:
-    """trio.run ``func`` under an overall deadline (None or 0: no deadline)."""
-    _deadline.update(seconds=seconds or 0.0, target=target)
+class CommandTimeout(GagentError):
+    """The command's overall deadline (``--timeout``) passed."""
 
-    async def bounded() -> T:
-        if not seconds:
-            return await func()
+    def __init__(self, seconds: float, target: str):
+        self.seconds = seconds
+        self.target = target
+        super().__init__(
+            f"timed out after {seconds:g}s waiting for {target} (is it answering? libvirtd, "
+            "the agent in the guest, or the remote host; raise --timeout for slow operations)"
+        )
+
+
+def run_command(func: Callable[[], Awaitable[T]], *, seconds: float | None, target: str) -> T:
+    """trio.run ``func`` under the command's overall deadline (None or 0: none).
+
+    SIGINT, SIGTERM and SIGHUP cancel ``func`` (its shielded cleanup, a thaw,
+    runs to its own deadline); a second signal does not cut that cleanup short.
+    Then :class:`Interrupted` is raised, unless ``func`` ended with an error of
+    its own, which wins (it says more: a thaw that could not be confirmed).
+    A deadline that passes becomes :class:`CommandTimeout`.
+    """
+
+    async def main() -> T:
+        received: list[int] = []
+        result: list[T] = []
+        with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            async with trio.open_nursery() as nursery:
+                work_scope = trio.CancelScope()
+
+                async def work() -> None:
+                    try:
+                        with work_scope:
+                            result.append(await _bounded(func, seconds, target))
+                    finally:
+                        nursery.cancel_scope.cancel()  # stop listening for signals
+
+                nursery.start_soon(work)
+                async for signum in signals:
+                    if received:
+                        say("gagent: still finishing: a pending thaw runs to its own deadline")
+                        continue
+                    received.append(signum)
+                    work_scope.cancel()
+        if received and not result:
+            raise Interrupted(received[0])
+        return result[0]
+
+    return trio.run(main)
+
+
+async def _bounded(func: Callable[[], Awaitable[T]], seconds: float | None, target: str) -> T:
+    if not seconds:
+        return await func()
+    deadline = trio.current_time() + seconds
+    try:
         with trio.fail_after(seconds):
             return await func()
+    except trio.TooSlowError:
+        if trio.current_time() >= deadline:
+            raise CommandTimeout(seconds, target) from None
+        raise  # an inner deadline of func's own
 
-    return trio.run(bounded)
+
+def say(line: str) -> None:
+    """One line on stderr; nothing when stderr is gone (a dropped ssh session)."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass  # the terminal is gone (a dropped ssh session): nothing to tell
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 import trio
 
-from .common import Output, run_with_deadline
+from .common import Output, run_command
 from .render import format_table
 
 T = TypeVar("T")
@@ -29,16 +29,13 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 def _with_domain(
     connect: str | None, ref: str, func: Callable[[Any], Awaitable[T]], *, timeout: float
 ) -> T:
-    from gagent.host.virt import open_hypervisor
+    from gagent.host.session import open_domain
 
     async def run() -> T:
-        hypervisor = await open_hypervisor(connect)
-        try:
-            return await func(await hypervisor.lookup(ref))
-        finally:
-            await hypervisor.close()
+        async with open_domain(ref, uri=connect) as session:
+            return await func(session.domain)
 
-    return run_with_deadline(run, seconds=timeout, target=f"domain {ref}")
+    return run_command(run, seconds=timeout, target=f"domain {ref}")
 
 
 @click.group("channel")
@@ -147,17 +144,14 @@ def channel_list(domain: str, connect: str | None, as_json: bool) -> None:
 def status(domain: str, connect: str | None, as_json: bool, timeout: float) -> int:
     """One line: DOMAIN's power state and whether its agent answers (exit 3 if not)."""
     from gagent.errors import GagentError
-    from gagent.host.reach import open_domain_agent
-    from gagent.host.virt import open_hypervisor
+    from gagent.host.session import open_domain
 
     async def probe() -> dict[str, Any]:
-        hypervisor = await open_hypervisor(connect)
-        try:
-            dom = await hypervisor.lookup(domain)
-            report: dict[str, Any] = {"domain": dom.name, "state": (await dom.state()).value}
+        async with open_domain(domain, uri=connect) as session:
+            report: dict[str, Any] = {"domain": session.name, "state": session.state.value}
             try:
                 with trio.fail_after(timeout or float("inf")):  # 0: no deadline, as elsewhere
-                    async with open_domain_agent(dom.name, hypervisor=hypervisor) as agent:
+                    async with session.agent() as agent:
                         start = time.perf_counter()
                         await agent.ping()
                         report["ping_ms"] = round((time.perf_counter() - start) * 1000, 3)
@@ -166,11 +160,10 @@ def status(domain: str, connect: str | None, as_json: bool, timeout: float) -> i
                 report["agent"] = None
                 report["reason"] = str(exc) or f"no answer within {timeout:g}s"
             return report
-        finally:
-            await hypervisor.close()
 
-    report = run_with_deadline(
-        probe, seconds=timeout + DEFAULT_TIMEOUT if timeout else 0, target=domain
+    # libvirt's part gets a deadline of its own; the agent's is --timeout
+    report = run_command(
+        probe, seconds=timeout + DEFAULT_TIMEOUT if timeout else 0, target=f"domain {domain}"
     )
 
     def human(r: dict[str, Any]) -> str:
@@ -200,8 +193,7 @@ def watch(domain: str | None, connect: str | None, duration: float, interval: fl
     from gagent.host.watch import watch as watch_changes
 
     async def run() -> None:
-        hypervisor = await open_hypervisor(connect, events=True)
-        try:
+        async with await open_hypervisor(connect, events=True) as hypervisor:
             send, receive = trio.open_memory_channel[ChangeEvent](256)
             async with trio.open_nursery() as nursery:
                 # the banner means it: events registered and the baseline taken
@@ -213,10 +205,8 @@ def watch(domain: str | None, connect: str | None, duration: float, interval: fl
                     async for change in receive:
                         click.echo(str(change))
                 nursery.cancel_scope.cancel()
-        finally:
-            await hypervisor.close()
 
-    trio.run(run)
+    run_command(run, seconds=None, target="libvirt")
 
 
 # Registered here, after channel_group exists: probe.py imports shared options from this module.

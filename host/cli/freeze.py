@@ -3,31 +3,34 @@
 Click objects for :mod:`gagent.host.cli` to register: :data:`fsfreeze_group`,
 :data:`snapshot_group` and :data:`thaw_command`.
 
-The work runs in a child task: a Ctrl-C then cancels it (trio raises
-KeyboardInterrupt into the main task only), so the shielded thaw of
-:mod:`gagent.freeze` always completes before the command exits with 130.
+Every command runs under :func:`~gagent.host.cli.common.run_command`: its
+``--timeout`` is the whole command's deadline, and Ctrl-C, SIGTERM and SIGHUP
+cancel it like the deadline does, so the shielded thaw of :mod:`gagent.freeze`
+always completes (bounded by ``--thaw-timeout``) before the command exits.
+Domains are reached through one domain session (:mod:`gagent.host.session`),
+which also builds the commands the errors advise.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import click
-import trio
 
+from gagent.commands import AgentCommands
 from gagent.freeze import DEFAULT_FREEZE_TIMEOUT, DEFAULT_THAW_TIMEOUT
+from gagent.host.channel import GAGENT_CHANNEL
 
-from .common import Output, run_with_deadline
+from .common import Output, run_command, say
 from .render import format_table
 
 __all__ = ["fsfreeze_group", "snapshot_group", "thaw_command"]
 
 T = TypeVar("T")
 
-DEFAULT_TIMEOUT = 10.0
 
 connect_option = click.option(
     "-c", "--connect", metavar="URI", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI)."
@@ -40,13 +43,19 @@ transport_option = click.option(
     show_default=True,
     help="gagent's channel (socket) or libvirt's org.qemu.guest_agent.0.",
 )
-timeout_option = click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=DEFAULT_TIMEOUT,
-    show_default=True,
-    help="Seconds to reach the agent and for each plain answer.",
-)
+
+
+def timeout_option(default: float) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(min=0),
+        default=default,
+        show_default=True,
+        help="Deadline for the whole command in seconds, libvirt included (0: none); "
+        "a thaw that must follow a freeze still runs, within --thaw-timeout.",
+    )
+
+
 freeze_timeout_option = click.option(
     "--freeze-timeout",
     type=click.FloatRange(min=0.1),
@@ -69,54 +78,21 @@ allow_nothing_option = click.option(
 )
 
 
-def _run(func: Callable[[], Awaitable[T]], target: str) -> T:
-    """trio.run ``func`` in a child task (see the module doc)."""
-
-    async def main() -> T:
-        result: list[T] = []
-
-        async def child() -> None:
-            result.append(await func())
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(child)
-        return result[0]
-
-    return run_with_deadline(main, seconds=None, target=target)
+def _run(func: Callable[[], Awaitable[T]], target: str, timeout: float | None = None) -> T:
+    return run_command(func, seconds=timeout, target=f"domain {target}")
 
 
 @asynccontextmanager
 async def _domain_agent(
-    connect: str | None, ref: str, transport: str, seconds: float
-) -> AsyncIterator[tuple[str, Any, Any]]:
-    """(domain name, agent, reconnect factory or None), reached within ``seconds``."""
-    from gagent.client import open_agent
-    from gagent.errors import AgentUnavailable
-    from gagent.host.libvirt_agent import LibvirtAgent
-    from gagent.host.reach import Transport, resolve
-    from gagent.host.virt import open_hypervisor
+    connect: str | None, ref: str, transport: str
+) -> AsyncIterator[tuple[Any, AgentCommands, Any]]:
+    """(domain session, agent, reconnect factory or None) for ``ref``."""
+    from gagent.host.session import open_domain
 
-    hypervisor = await open_hypervisor(connect)
-    try:
-        async with AsyncExitStack() as stack:
-            try:
-                with trio.fail_after(seconds):
-                    domain, route = await resolve(hypervisor, ref, transport=Transport(transport))
-                    path = route.socket_path
-                    if path:
-                        agent = await stack.enter_async_context(open_agent(path))
-                        agent.name = route.describe(domain.name)
-                    else:
-                        agent = LibvirtAgent(domain)
-                        await agent.ping()
-            except trio.TooSlowError:
-                raise AgentUnavailable(
-                    f"the agent of {ref} did not answer within {seconds:g}s",
-                    hint="is qemu-ga running in the guest? raise --timeout if it is slow",
-                ) from None
-            yield domain.name, agent, ((lambda: open_agent(path)) if path else None)
-    finally:
-        await hypervisor.close()
+    async with open_domain(ref, uri=connect) as session:
+        route = session.route(transport)
+        async with session.agent(route=route) as agent:
+            yield session, agent, session.reconnect_for(route)
 
 
 # ---------------------------------------------------------------- fsfreeze
@@ -135,7 +111,7 @@ def fsfreeze_group() -> None:
 @thaw_timeout_option
 @connect_option
 @transport_option
-@timeout_option
+@timeout_option(60.0)
 @json_option
 def fsfreeze_freeze(domain: str, mountpoints: tuple[str, ...], allow_nothing_frozen: bool,
                     freeze_timeout: float, thaw_timeout: float, connect: str | None,
@@ -147,18 +123,19 @@ def fsfreeze_freeze(domain: str, mountpoints: tuple[str, ...], allow_nothing_fro
     from gagent.freeze import freeze
 
     async def run() -> Any:
-        async with _domain_agent(connect, domain, transport, timeout) as (name, agent, _):
-            return name, await freeze(
+        async with _domain_agent(connect, domain, transport) as (session, agent, _):
+            record = await freeze(
                 agent, list(mountpoints) or None, freeze_timeout=freeze_timeout,
-                thaw_timeout=thaw_timeout, allow_nothing_frozen=allow_nothing_frozen, domain=name,
+                thaw_timeout=thaw_timeout, allow_nothing_frozen=allow_nothing_frozen,
+                domain=session.name, retry=session.thaw_command(),
             )  # fmt: skip
+            return session.name, session.command("fsfreeze", "thaw"), record
 
-    name, record = _run(run, domain)
+    name, thaw_with, record = _run(run, domain, timeout)
     Output(as_json).emit(
-        {"domain": name, "frozen": record.frozen},
+        {"domain": name, "frozen": record.frozen, "thaw": thaw_with},
         lambda v: (
-            f"froze {v['frozen']} filesystem(s) of {name}; they stay frozen until "
-            f"'gagent fsfreeze thaw {name}'"
+            f"froze {v['frozen']} filesystem(s) of {name}; they stay frozen until '{thaw_with}'"
         ),
     )
 
@@ -168,7 +145,7 @@ def fsfreeze_freeze(domain: str, mountpoints: tuple[str, ...], allow_nothing_fro
 @thaw_timeout_option
 @connect_option
 @transport_option
-@timeout_option
+@timeout_option(30.0)
 @json_option
 def fsfreeze_thaw(domain: str, thaw_timeout: float, connect: str | None, transport: str,
                   timeout: float, as_json: bool) -> None:  # fmt: skip
@@ -176,10 +153,14 @@ def fsfreeze_thaw(domain: str, thaw_timeout: float, connect: str | None, transpo
     from gagent.freeze import thaw
 
     async def run() -> Any:
-        async with _domain_agent(connect, domain, transport, timeout) as (name, agent, again):
-            return name, await thaw(agent, thaw_timeout=thaw_timeout, domain=name, reconnect=again)
+        async with _domain_agent(connect, domain, transport) as (session, agent, again):
+            record = await thaw(
+                agent, thaw_timeout=thaw_timeout, domain=session.name, reconnect=again,
+                retry=session.thaw_command(),
+            )  # fmt: skip
+            return session.name, record
 
-    name, record = _run(run, domain)
+    name, record = _run(run, domain, timeout)
     Output(as_json).emit(
         {"domain": name, "thawed": record.thawed, "confirmed": record.confirmed},
         lambda v: f"thawed {v['thawed']} filesystem(s) of {name} (guest-fsfreeze-status: thawed)",
@@ -190,21 +171,17 @@ def fsfreeze_thaw(domain: str, thaw_timeout: float, connect: str | None, transpo
 @click.argument("domain")
 @connect_option
 @transport_option
-@timeout_option
+@timeout_option(10.0)
 @json_option
 def fsfreeze_status(domain: str, connect: str | None, transport: str, timeout: float,
                     as_json: bool) -> None:  # fmt: skip
     """thawed or frozen (as DOMAIN's agent sees it: each agent has its own state)."""
 
-    from gagent.errors import AgentUnavailable
-
     async def run() -> Any:
-        async with _domain_agent(connect, domain, transport, timeout) as (name, agent, _):
-            with trio.move_on_after(timeout):
-                return name, await agent.fsfreeze_status()
-            raise AgentUnavailable(f"the agent of {name} did not answer within {timeout:g}s")
+        async with _domain_agent(connect, domain, transport) as (session, agent, _):
+            return session.name, await agent.fsfreeze_status()
 
-    name, status = _run(run, domain)
+    name, status = _run(run, domain, timeout)
     Output(as_json).emit({"domain": name, "status": status}, lambda v: f"{name}: {status}")
 
 
@@ -250,7 +227,7 @@ def snapshot_group() -> None:
 )
 @connect_option
 @transport_option
-@timeout_option
+@timeout_option(180.0)
 @json_option
 def snapshot_create(domain: str, name: str, disks: tuple[str, ...], no_quiesce: bool,
                     libvirt_quiesce: bool, no_metadata: bool, no_thaw_on_connect: bool,
@@ -258,26 +235,27 @@ def snapshot_create(domain: str, name: str, disks: tuple[str, ...], no_quiesce: 
                     freeze_timeout: float, thaw_timeout: float, snapshot_timeout: float,
                     connect: str | None, transport: str, timeout: float,
                     as_json: bool) -> None:  # fmt: skip
-    """Snapshot DOMAIN as NAME: freeze -> external disk-only snapshot -> thaw."""
-    from gagent.host.snapshot import take_snapshot
-    from gagent.host.virt import open_hypervisor
+    """Snapshot DOMAIN as NAME: freeze -> external disk-only snapshot -> thaw.
+
+    Interrupted (Ctrl-C, SIGTERM, SIGHUP, --timeout) while libvirt creates the
+    snapshot, it thaws at once and says whether libvirt may still finish one.
+    """
+    from gagent.host.session import open_domain
+    from gagent.host.snapshot import snapshot_session
 
     async def run() -> Any:
-        hypervisor = await open_hypervisor(connect)
-        try:
-            return await take_snapshot(
-                hypervisor, domain, name, disks=list(disks) or None, quiesce=not no_quiesce,
+        async with open_domain(domain, uri=connect) as session:
+            return await snapshot_session(
+                session, name, disks=list(disks) or None, quiesce=not no_quiesce,
                 libvirt_quiesce=libvirt_quiesce, no_metadata=no_metadata,
                 thaw_on_connect=not no_thaw_on_connect, transport=transport,
-                connect_timeout=timeout, mountpoints=list(mountpoints) or None,
+                mountpoints=list(mountpoints) or None,
                 allow_nothing_frozen=allow_nothing_frozen, freeze_timeout=freeze_timeout,
                 thaw_timeout=thaw_timeout, snapshot_timeout=snapshot_timeout,
-                description=description,
+                description=description, notify=lambda line: say(f"gagent: warning: {line}"),
             )  # fmt: skip
-        finally:
-            await hypervisor.close()
 
-    result = _run(run, domain)
+    result = _run(run, domain, timeout)
     value = {
         "domain": result.domain, "name": result.name, "method": result.method,
         "consistency": result.consistency, "metadata": result.metadata, "disks": result.disks,
@@ -295,12 +273,13 @@ def snapshot_create(domain: str, name: str, disks: tuple[str, ...], no_quiesce: 
 @snapshot_group.command("list")
 @click.argument("domain")
 @connect_option
+@timeout_option(30.0)
 @json_option
-def snapshot_list(domain: str, connect: str | None, as_json: bool) -> None:
+def snapshot_list(domain: str, connect: str | None, timeout: float, as_json: bool) -> None:
     """DOMAIN's snapshots that libvirt keeps (not those made with --no-metadata)."""
     from gagent.host.snapshot import list_snapshots
 
-    found = _run(lambda: _with_domain(connect, domain, list_snapshots), domain)
+    found = _run(lambda: _with_domain(connect, domain, list_snapshots), domain, timeout)
 
     def human(value: Any) -> str:
         if not value:
@@ -324,7 +303,10 @@ def snapshot_list(domain: str, connect: str | None, as_json: bool) -> None:
     help="Forget the snapshot, keep the overlays in use (no merge).",
 )
 @connect_option
-def snapshot_delete(domain: str, name: str, metadata_only: bool, connect: str | None) -> None:
+@timeout_option(300.0)
+def snapshot_delete(
+    domain: str, name: str, metadata_only: bool, connect: str | None, timeout: float
+) -> None:
     """Delete snapshot NAME; libvirt >= 9.0 merges external overlays back (blockcommit)."""
     from gagent.host.snapshot import delete_snapshot
 
@@ -333,18 +315,16 @@ def snapshot_delete(domain: str, name: str, metadata_only: bool, connect: str | 
             connect, domain, lambda dom: delete_snapshot(dom, name, metadata_only=metadata_only)
         ),
         domain,
+        timeout,
     )
     click.echo(message)
 
 
 async def _with_domain(connect: str | None, ref: str, func: Callable[[Any], Awaitable[T]]) -> T:
-    from gagent.host.virt import open_hypervisor
+    from gagent.host.session import open_domain
 
-    hypervisor = await open_hypervisor(connect)
-    try:
-        return await func(await hypervisor.lookup(ref))
-    finally:
-        await hypervisor.close()
+    async with open_domain(ref, uri=connect) as session:
+        return await func(session.domain)
 
 
 def _when(created: int | None) -> str:
@@ -360,27 +340,36 @@ def _when(created: int | None) -> str:
 @click.argument("domain")
 @thaw_timeout_option
 @connect_option
-@timeout_option
+@click.option(
+    "--channel",
+    default=GAGENT_CHANNEL,
+    show_default=True,
+    help="Name of gagent's channel in the domain.",
+)
+@timeout_option(30.0)
 @json_option
-def thaw_command(domain: str, thaw_timeout: float, connect: str | None, timeout: float,
-                 as_json: bool) -> int:  # fmt: skip
+def thaw_command(domain: str, thaw_timeout: float, connect: str | None, channel: str,
+                 timeout: float, as_json: bool) -> None:  # fmt: skip
     """EMERGENCY: thaw DOMAIN through every agent it has (ours and libvirt's).
 
-    Exits 0 when every agent reached confirmed the thaw, 1 otherwise.
+    When libvirt does not answer within half of --timeout, the thaw goes
+    straight to the channel socket of DOMAIN's running QEMU process.
+
+    \b
+    Exit codes: 0 every agent reached confirmed the thaw; 9 a thaw could not be
+    confirmed (the guest may still be frozen); 3 no agent could be reached;
+    4 the deadline passed; 8 libvirt error (e.g. no such domain).
     """
-    from gagent.host.snapshot import emergency_thaw
-    from gagent.host.virt import open_hypervisor
+    from gagent.freeze import FreezeRecord, ThawUnconfirmed
+    from gagent.host.thaw import emergency_thaw
 
     async def run() -> Any:
-        hypervisor = await open_hypervisor(connect)
-        try:
-            return await emergency_thaw(
-                hypervisor, domain, thaw_timeout=thaw_timeout, connect_timeout=timeout
-            )
-        finally:
-            await hypervisor.close()
+        return await emergency_thaw(
+            None, domain, uri=connect, thaw_timeout=thaw_timeout, channel_name=channel,
+            connect_timeout=(timeout / 2) if timeout else 10.0,
+        )  # fmt: skip
 
-    reports = _run(run, domain)
+    reports = _run(run, domain, timeout)
     Output(as_json).emit(
         reports,
         lambda value: "\n".join(
@@ -392,9 +381,7 @@ def thaw_command(domain: str, thaw_timeout: float, connect: str | None, timeout:
     )
     failed = [r for r in reports if not r.confirmed]
     if failed:
-        click.echo(
-            f"gagent: error: the thaw of {domain} could not be confirmed through "
-            f"{', '.join(r.route for r in failed)}: run 'gagent thaw {domain}' again",
-            err=True,
-        )
-    return 1 if failed else 0
+        raise ThawUnconfirmed(
+            domain, failed[0].retry, [f"{r.route}: {r.error}" for r in failed],
+            FreezeRecord(domain=domain),
+        )  # fmt: skip

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import click
 import trio
 
+from .common import CommandTimeout, run_command
 from .render import dumps, human_bytes
 
 __all__ = [
@@ -91,6 +93,11 @@ def _checks_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Seconds to wait for the guest's agent.",
         ),
         click.option(
+            "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+            help="Seconds to connect to both hypervisors and read the domain "
+            "(a destination that never answers fails here).",
+        ),
+        click.option(
             "--copy-storage", is_flag=True,
             help="Block migration: copy the local disks (local disks then pass).",
         ),
@@ -128,31 +135,34 @@ def _explain(decision: Any, report: Any, *, acting: bool) -> None:
 
 
 async def _open_context(
-    connect: str | None, dest_uri: str, domain: str, options: Any, agent_timeout: float
-) -> Any:
+    connect: str | None, dest_uri: str, domain: str, options: Any, agent_timeout: float,
+    deadline_seconds: float,
+) -> Any:  # fmt: skip
+    """Connect to both hypervisors and gather the context, all within ``deadline_seconds``
+    (the command's --timeout: a destination that never answers must not hang it)."""
     from gagent.host.migration import gather_context
     from gagent.host.virt import open_hypervisor
 
-    source = await open_hypervisor(connect)
-    try:
-        destination = await open_hypervisor(dest_uri)
-    except BaseException:
-        await source.close()
-        raise
-    try:
-        return await gather_context(
-            source, destination, domain, options, agent_timeout=agent_timeout
-        )
-    except BaseException:
-        await source.close()
-        await destination.close()
-        raise
+    step = f"the source hypervisor {connect or '(default URI)'}"
+    async with AsyncExitStack() as stack:
+        try:
+            with trio.fail_after(deadline_seconds):
+                source = await stack.enter_async_context(await open_hypervisor(connect))
+                step = f"the destination hypervisor {dest_uri}"
+                destination = await stack.enter_async_context(await open_hypervisor(dest_uri))
+                step = f"domain {domain} on {source.uri}"
+                ctx = await gather_context(
+                    source, destination, domain, options, agent_timeout=agent_timeout
+                )
+        except trio.TooSlowError:
+            raise CommandTimeout(deadline_seconds, step) from None
+        stack.pop_all()  # the context owns both connections now (see _close)
+        return ctx
 
 
 async def _close(ctx: Any) -> None:
-    with trio.CancelScope(shield=True):
-        await ctx.source.close()
-        await ctx.destination.close()
+    await ctx.source.close()  # each bounded and shielded
+    await ctx.destination.close()
 
 
 @click.command("migrate-check")
@@ -166,6 +176,7 @@ def migrate_check(
     skip: tuple[str, ...],
     check_timeout: float,
     agent_timeout: float,
+    timeout: float,
     copy_storage: bool,
     allow_warnings: bool,
     as_json: bool,
@@ -177,13 +188,13 @@ def migrate_check(
     options = MigrationOptions(copy_storage=copy_storage)
 
     async def run() -> Any:
-        ctx = await _open_context(connect, dest_uri, domain, options, agent_timeout)
+        ctx = await _open_context(connect, dest_uri, domain, options, agent_timeout, timeout)
         try:
             return await run_checks(ctx, checks, check_timeout=check_timeout)
         finally:
             await _close(ctx)
 
-    report = trio.run(run)
+    report = run_command(run, seconds=None, target=dest_uri)
     decision = decide(report, allow_warnings=allow_warnings)
     if as_json:
         click.echo(dumps({**report.to_json(), "decision": decision.value}))
@@ -233,6 +244,7 @@ def migrate(
     skip: tuple[str, ...],
     check_timeout: float,
     agent_timeout: float,
+    timeout: float,
     copy_storage: bool,
     allow_warnings: bool,
     as_json: bool,
@@ -259,7 +271,7 @@ def migrate(
     out: dict[str, Any] = {}
 
     async def run() -> int:
-        ctx = await _open_context(connect, dest_uri, domain, options, agent_timeout)
+        ctx = await _open_context(connect, dest_uri, domain, options, agent_timeout, timeout)
         try:
             report = await run_checks(ctx, checks, check_timeout=check_timeout)
             out["report"] = report
@@ -295,7 +307,7 @@ def migrate(
         finally:
             await _close(ctx)
 
-    code = trio.run(run)
+    code = run_command(run, seconds=None, target=dest_uri)
     if as_json:
         report = out.get("report")
         click.echo(

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .common import Output, run_with_deadline
+from .common import Output, run_command
 from .domain import DEFAULT_TIMEOUT, connect_option, json_option
 
 __all__ = ["channel_probe"]
@@ -71,7 +71,7 @@ def channel_probe(
             domain, name=port, uri=connect, count=count, wait=wait, on_event=say
         )
 
-    result = run_with_deadline(
+    result = run_command(
         run, seconds=wait + DEFAULT_TIMEOUT + count, target=socket_path or f"domain {domain}"
     )
     Output(as_json).emit(result.as_dict(), lambda _value: result.summary())

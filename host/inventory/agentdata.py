@@ -2,7 +2,7 @@
 
 The route is decided from the live XML the scan already has (no libvirt call):
 a domain without an agent channel fails at once, without a round trip.  Only
-domains with a channel go through :func:`~gagent.host.reach.open_domain_agent`
+domains with a channel go through :func:`~gagent.host.session.open_domain_agent`
 (gagent's own socket first, else libvirt's ``org.qemu.guest_agent.0``).
 """
 
@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 from gagent.commands import AgentCommands
 from gagent.errors import AgentError, CommandUnavailable
 
-from ..reach import choose_route, open_domain_agent
+from ..reach import choose_route
+from ..session import open_domain_agent
 from ..virt import DomainRecord, Hypervisor
 from .model import AgentData
 

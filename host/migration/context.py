@@ -56,7 +56,7 @@ class AgentProbe:
 
 
 def _default_opener(ctx: MigrationContext) -> AbstractAsyncContextManager[AgentCommands]:
-    from ..reach import open_domain_agent
+    from ..session import open_domain_agent
 
     return open_domain_agent(ctx.domain.name, hypervisor=ctx.source)
 

@@ -11,7 +11,7 @@ import trio
 
 from gagent.client import Agent
 from gagent.fs_types import FsfreezeStatus
-from gagent.host.reach import open_domain_agent
+from gagent.host.session import open_domain_agent
 from gagent.programs import run_program
 from gagent.transfer import copy_from_guest, copy_to_guest
 

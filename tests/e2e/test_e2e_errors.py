@@ -7,7 +7,7 @@ import trio
 from e2e_guest import agent_pid
 
 from gagent.errors import AgentUnavailable, ConnectionLost, GagentError
-from gagent.host.reach import open_domain_agent
+from gagent.host.session import open_domain_agent
 from gagent.host.virt import DomainNotFound
 
 pytestmark = pytest.mark.e2e

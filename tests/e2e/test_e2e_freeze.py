@@ -17,7 +17,7 @@ import trio
 
 from gagent.errors import FrozenStateViolation, GuestFrozen
 from gagent.fs_types import FsfreezeStatus
-from gagent.host.reach import open_domain_agent
+from gagent.host.session import open_domain_agent
 from gagent.programs import run_program
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ from e2e_guest import gagent_qga
 from gagent.errors import AgentUnavailable
 from gagent.host.channel import ChannelSpec
 from gagent.host.channel_ops import add_to_domain, remove_from_domain
-from gagent.host.reach import open_domain_agent
+from gagent.host.session import open_domain_agent
 from gagent.host.virt import open_hypervisor
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from gagent.client import Agent
 from gagent.errors import AgentUnavailable, CommandNotFound, ReplyTooLarge
 from gagent.host.channel import LIBVIRT_AGENT_CHANNEL
 from gagent.host.libvirt_agent import LibvirtAgent
-from gagent.host.reach import open_domain_agent
+from gagent.host.session import open_domain_agent
 from gagent.programs import run_program
 
 pytestmark = pytest.mark.e2e

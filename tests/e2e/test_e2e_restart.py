@@ -8,7 +8,7 @@ from e2e_guest import INIT_SCRIPT, agent_pid
 
 from gagent.errors import AgentError, AgentUnavailable, ConnectionLost
 from gagent.host.channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
-from gagent.host.reach import open_domain_agent
+from gagent.host.session import open_domain_agent
 from gagent.programs import run_program
 
 pytestmark = pytest.mark.e2e

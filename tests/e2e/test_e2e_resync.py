@@ -7,7 +7,7 @@ import trio
 from e2e_guest import agent_pid, kill
 
 from gagent.host.channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
-from gagent.host.reach import open_domain_agent
+from gagent.host.session import open_domain_agent
 from gagent.programs import run_program
 
 pytestmark = pytest.mark.e2e

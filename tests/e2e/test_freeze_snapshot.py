@@ -27,7 +27,7 @@ from gagent.freeze import NothingFrozen, frozen
 from gagent.fs_types import FsfreezeStatus
 from gagent.host.cli import cli, main
 from gagent.host.cli.freeze import fsfreeze_group, snapshot_group, thaw_command
-from gagent.host.reach import open_domain_agent
+from gagent.host.session import open_domain_agent
 from gagent.programs import run_program
 
 pytestmark = pytest.mark.e2e

@@ -27,7 +27,7 @@ from gagent.errors import AgentError
 from gagent.freeze import frozen
 from gagent.fs_types import FsfreezeStatus
 from gagent.host.channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
-from gagent.host.reach import open_domain_agent
+from gagent.host.session import open_domain_agent
 from gagent.programs import run_program
 from gagent.transfer import copy_to_guest
 

@@ -11,7 +11,8 @@ import trio
 from gagent.errors import AgentUnavailable, ConnectionLost, HostError, UsageError
 from gagent.host.channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
 from gagent.host.libvirt_agent import LibvirtAgent
-from gagent.host.reach import AgentRoute, Transport, choose_route, open_domain_agent
+from gagent.host.reach import AgentRoute, Transport, choose_route
+from gagent.host.session import open_domain_agent
 from gagent.host.virt import DEFAULT_URI, DomainNotFound, DomainState, open_hypervisor
 
 TIMEOUT = 10
@@ -195,7 +196,7 @@ async def test_open_domain_agent_without_channels():
         async with open_domain_agent("test", uri=DEFAULT_URI):
             pytest.fail("no agent expected")
     assert "domain test has no agent channel" in str(info.value)
-    assert info.value.hint == "add one: gagent channel add test"
+    assert info.value.hint == "add one: gagent channel add test -c test:///default"
 
 
 async def test_open_domain_agent_unknown_domain():

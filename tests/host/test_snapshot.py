@@ -25,12 +25,12 @@ from gagent.host.snapshot import (
     SnapshotTimeout,
     delete_snapshot,
     domain_disks,
-    emergency_thaw,
     list_snapshots,
     snapshot,
     snapshot_xml,
     take_snapshot,
 )
+from gagent.host.thaw import emergency_thaw
 from gagent.host.virt import DomainState
 
 DEADLINE = 300
@@ -221,20 +221,28 @@ async def test_snapshot_call_hanging_is_abandoned_and_thawed(autojump_clock: Any
     assert fake.commands == HAPPY and fake.state == "thawed"
 
 
-async def test_snapshot_cancelled_during_the_call_waits_for_it_then_thaws(
+async def test_snapshot_cancelled_during_the_call_thaws_at_once_and_says_what_may_follow(
     autojump_clock: Any,
 ) -> None:
+    # Ctrl-C or SIGTERM while libvirt's call hangs: the guest must not wait frozen for it
     fake, domain = FreezableFake(), FakeDomain()
-    domain.watch, domain.delay = fake, 5
+    domain.watch, domain.delay = fake, 50
+    notices: list[str] = []
     with trio.fail_after(DEADLINE):
         async with fake_over_memory(fake) as stream, open_agent_over(stream) as agent:
             with trio.move_on_after(2) as scope:
-                await snapshot(domain, agent, "s1")
-            assert trio.current_time() == pytest.approx(5)  # the call was not cut short
+                await snapshot(
+                    domain, agent, "s1", notify=notices.append,
+                    delete_command="gagent snapshot delete vm1 -c test:///x s1",
+                )  # fmt: skip
+            assert trio.current_time() == pytest.approx(2)  # thawed at once, not after 50 s
     assert scope.cancel_called
     assert domain.frozen_during_call == "frozen"
-    assert domain.disks["vda"] == "/img/data.s1"  # completed, inside the freeze
     assert fake.commands == HAPPY and fake.state == "thawed"
+    (notice,) = notices
+    assert "interrupted while libvirt was creating snapshot s1 of vm1" in notice
+    assert "thawed at once (confirmed)" in notice
+    assert "CRASH-CONSISTENT" in notice and "gagent snapshot delete vm1 -c test:///x s1" in notice
 
 
 async def test_libvirt_quiesce_and_crash_consistent_paths(autojump_clock: Any) -> None:

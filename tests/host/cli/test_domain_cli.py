@@ -178,7 +178,7 @@ def test_status_domain_without_channel_exit_3(capsys):
     code, out, err = run(capsys, "status", "test", "-c", URI)
     assert (code, err) == (3, "")
     assert out.startswith("test: running, agent unreachable: domain test has no agent channel")
-    assert out.rstrip().endswith("(add one: gagent channel add test)")
+    assert out.rstrip().endswith("(add one: gagent channel add test -c test:///default)")
     code, out, _ = run(capsys, "status", "test", "-c", URI, "--json")
     report = json.loads(out)
     assert code == 3

@@ -10,6 +10,8 @@ raising" case at the command line, with a real libvirt error.
 from __future__ import annotations
 
 import contextlib
+import re
+import shlex
 import signal
 import threading
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from fakeagent import Delay, Silence, fake_unix_socket
+from fakeagent import Default, Delay, Silence, fake_unix_socket
 from test_freeze import FREEZE, HAPPY, INFO, STATUS, SYNC, THAW, FreezableFake
 
 from gagent.host.channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
@@ -102,19 +104,47 @@ def test_fsfreeze_freeze_of_nothing_fails_thawed(capsys, tmp_path):
     assert fake.commands == HAPPY and fake.state == "thawed"
 
 
-def test_ctrl_c_during_the_freeze_still_thaws(capsys, tmp_path):
+@pytest.mark.parametrize(
+    ("signum", "code"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
+)
+@pytest.mark.parametrize("command", [("fsfreeze", "freeze"), ("snapshot", "create")])
+def test_a_stop_signal_during_the_freeze_still_thaws(capsys, tmp_path, signum, code, command):
+    # Ctrl-C, systemd's SIGTERM, a dropped ssh session's SIGHUP, timeout(1): all the same
+    fake = FreezableFake().on(FREEZE, Delay(1.5))
+    words = [*command, "vm1", *(["s1"] if command[0] == "snapshot" else [])]
+    with served(fake, tmp_path) as uri:
+        timer = threading.Timer(0.5, signal.raise_signal, (signum,))
+        timer.start()
+        try:
+            got, _out, err = run(capsys, *words, "-c", uri)
+        finally:
+            timer.cancel()
+    assert (got, err) == (code, f"gagent: interrupted by {signal.Signals(signum).name}\n")
+    # the thaw waited (shielded) behind the slow freeze, then confirmed
+    assert fake.commands[-4:] == [FREEZE, SYNC, THAW, STATUS]
+    assert fake.state == "thawed"
+
+
+def test_a_second_signal_does_not_skip_the_thaw(capsys, tmp_path):
     fake = FreezableFake().on(FREEZE, Delay(1.5))
     with served(fake, tmp_path) as uri:
-        timer = threading.Timer(0.5, signal.raise_signal, (signal.SIGINT,))
-        timer.start()
+        timers = [
+            threading.Timer(0.4, signal.raise_signal, (signal.SIGTERM,)),
+            threading.Timer(0.8, signal.raise_signal, (signal.SIGINT,)),
+        ]
+        for timer in timers:
+            timer.start()
         try:
             code, _out, err = run(capsys, "fsfreeze", "freeze", "vm1", "-c", uri)
         finally:
-            timer.cancel()
-    assert (code, err) == (130, "gagent: interrupted\n")
-    # the thaw waited (shielded) behind the slow freeze, then confirmed
-    assert fake.commands == [SYNC, INFO, FREEZE, SYNC, THAW, STATUS]
-    assert fake.state == "thawed"
+            for timer in timers:
+                timer.cancel()
+    assert code == 143
+    assert err.splitlines()[-1] == "gagent: interrupted by SIGTERM"
+    assert "still finishing" in err
+    assert fake.commands[-4:] == [FREEZE, SYNC, THAW, STATUS] and fake.state == "thawed"
 
 
 def test_unconfirmed_thaw_is_loud(capsys, tmp_path):
@@ -123,9 +153,17 @@ def test_unconfirmed_thaw_is_loud(capsys, tmp_path):
         code, out, err = run(
             capsys, "snapshot", "create", "vm1", "s1", "-c", uri, "--thaw-timeout", "0.6"
         )
-    assert code == 9 and out == ""  # exit 9: the guest may still be frozen
-    assert err.startswith("gagent: error: THE GUEST MAY STILL BE FROZEN")
-    assert "run 'gagent thaw vm1' now" in err and len(err.splitlines()) == 1
+        assert code == 9 and out == ""  # exit 9: the guest may still be frozen
+        assert err.startswith("gagent: error: THE GUEST MAY STILL BE FROZEN")
+        assert len(err.splitlines()) == 1
+        # the advice names this domain on this connection, and it works
+        advice = re.search(r"run '([^']+)' now", err)
+        assert advice is not None, err
+        argv = shlex.split(advice.group(1))
+        assert argv[:3] == ["gagent", "thaw", "vm1"] and argv[3:5] == ["-c", uri]
+        fake.set_default(THAW, Default())
+        assert run(capsys, *argv[1:])[0] == 0
+        assert fake.state == "thawed"
 
 
 def test_snapshot_create_refused_by_libvirt_ends_thawed(capsys, tmp_path):
@@ -170,19 +208,20 @@ def test_emergency_thaw_reports_each_agent(capsys, tmp_path):
     with served(fake, tmp_path, libvirt_channel=True) as uri:
         code, out, err = run(capsys, "thaw", "vm1", "-c", uri)
     # the test driver has no qemuAgentCommand: libvirt's agent cannot be reached
-    assert code == 1
+    assert code == 9  # as documented in 'gagent thaw --help'
     lines = out.splitlines()
     assert lines[0].endswith("thawed 0 filesystem(s), confirmed")
     assert "via libvirt" in lines[1] and "FAILED" in lines[1]
-    assert err.startswith("gagent: error: the thaw of vm1 could not be confirmed through")
+    assert err.startswith("gagent: error: THE GUEST MAY STILL BE FROZEN: could not confirm")
+    assert f"run 'gagent thaw vm1 -c {uri}' now" in err
 
 
 def test_agent_that_does_not_answer(capsys, tmp_path):
     fake = FreezableFake().set_default(SYNC, Silence())
     with served(fake, tmp_path) as uri:
         code, _out, err = run(capsys, "fsfreeze", "status", "vm1", "-c", uri, "--timeout", "0.5")
-    assert code == 3
-    assert err.startswith("gagent: error: the agent of vm1 did not answer within 0.5s")
+    assert code == 4  # --timeout is the command's deadline, as for 'gagent agent'
+    assert err.startswith("gagent: error: timed out after 0.5s waiting for domain vm1")
     assert fake.commands == [SYNC]
 
 

@@ -28,7 +28,7 @@ from gagent.errors import (
     UsageError,
 )
 from gagent.host.cli import _single, cli, exit_code_for, main
-from gagent.host.cli.common import run_with_deadline
+from gagent.host.cli.common import run_command
 from gagent.host.virt import DomainNotFound, LibvirtAgentError
 
 ERRORS = [
@@ -69,7 +69,7 @@ def command(monkeypatch):
 
     def install(body, *, seconds: float | None = 5, target: str = "the target"):
         def callback():
-            return run_with_deadline(body, seconds=seconds, target=target)
+            return run_command(body, seconds=seconds, target=target)
 
         monkeypatch.setitem(cli.commands, "boom", click.Command("boom", callback=callback))
 
@@ -146,7 +146,7 @@ def test_main_timeout_message_names_deadline_and_target(capsys, command):
     assert (code, out) == (4, "")
     line = error_line(err)
     assert line.startswith(
-        "gagent: error: timed out after 0.05s waiting for the agent at /run/vm1.sock"
+        "gagent: error: timed out after 0.05s waiting for /run/vm1.sock"
     )
     assert "--timeout" in line
 
