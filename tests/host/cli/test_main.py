@@ -145,9 +145,7 @@ def test_main_timeout_message_names_deadline_and_target(capsys, command):
     code, out, err = run(capsys, "boom")
     assert (code, out) == (4, "")
     line = error_line(err)
-    assert line.startswith(
-        "gagent: error: timed out after 0.05s waiting for /run/vm1.sock"
-    )
+    assert line.startswith("gagent: error: timed out after 0.05s waiting for /run/vm1.sock")
     assert "--timeout" in line
 
 
