@@ -28,7 +28,7 @@ import trio
 
 from gagent.client import open_agent
 from gagent.commands import AgentCommands
-from gagent.errors import AgentUnavailable
+from gagent.errors import AgentTarget, AgentUnavailable
 
 from .channel import GAGENT_CHANNEL
 from .domxml import DomainFacts, parse_domain
@@ -130,15 +130,19 @@ class DomainSession:
     ) -> AsyncIterator[AgentCommands]:
         """The typed agent API over the chosen route, synced (socket) or pinged (libvirt)."""
         route = route or self.route(transport, channel_name)
+        # the agent's own errors (a frozen guest) advise this domain's thaw, on this connection
+        target = AgentTarget(self.name, self.uri, thaw=self.thaw_command(channel_name))
         async with AsyncExitStack() as stack:
             if route.transport is Transport.SOCKET:
                 assert route.socket_path is not None
                 agent = await stack.enter_async_context(open_agent(route.socket_path, sync=False))
                 agent.name = route.describe(self.name)
+                agent.target = target
                 await self._first_sync(agent, route)
                 yield agent
             else:
                 relay = LibvirtAgent(self.domain)
+                relay.target = target
                 await relay.ping()  # fail early, with libvirt's reason, when nobody answers
                 yield relay
 

@@ -97,7 +97,9 @@ async def test_a_freeze_left_behind_is_reported_as_frozen(main_domain, tmp_path)
         assert (code, out) == (EXIT_GUEST_FROZEN, ""), err
         assert "is frozen (guest-fsfreeze-status: frozen)" in line, line
         assert "so guest-get-host-name was not sent" in line, line
-        code, out, err = await gagent(*advised_command(line))
+        advised = advised_command(line)  # the domain's own thaw, on this connection
+        assert advised[:2] == ["thaw", main_domain.name] and advised[2] == "-c", line
+        code, out, err = await gagent(*advised)
         assert code == 0, err
 
         assert await gagent(*on_socket, "ping") == (0, "ok\n", "")
@@ -134,4 +136,5 @@ async def test_libvirts_route_reports_its_agent_frozen_too(main_domain):
         status = await thaw_libvirts_agent()
     assert status is FsfreezeStatus.THAWED
     assert caught.value.command == "guest-get-host-name" and caught.value.status == "frozen"
-    assert "is frozen (guest-fsfreeze-status: frozen)" in str(caught.value)
+    assert str(caught.value).startswith(f"guest {main_domain.name} is frozen (guest-fsfreeze")
+    assert caught.value.thaw_command.startswith(f"gagent thaw {main_domain.name} -c ")
