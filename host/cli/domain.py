@@ -16,6 +16,8 @@ from .render import format_table
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 30.0
+#: What status keeps of its deadline to report a silent agent itself (exit 3).
+STATUS_RESERVE = 0.2
 
 connect_option = click.option(
     "-c",
@@ -139,7 +141,7 @@ def channel_list(domain: str, connect: str | None, as_json: bool) -> None:
     type=click.FloatRange(min=0),
     default=5.0,
     show_default=True,
-    help="Seconds to wait for the agent (0: no deadline).",
+    help="Deadline for the whole command, libvirt included (0: none).",
 )
 def status(domain: str, connect: str | None, as_json: bool, timeout: float) -> int:
     """One line: DOMAIN's power state and whether its agent answers (exit 3 if not)."""
@@ -150,7 +152,9 @@ def status(domain: str, connect: str | None, as_json: bool, timeout: float) -> i
         async with open_domain(domain, uri=connect) as session:
             report: dict[str, Any] = {"domain": session.name, "state": session.state.value}
             try:
-                with trio.fail_after(timeout or float("inf")):  # 0: no deadline, as elsewhere
+                # the agent's answer must come a little before the command's deadline,
+                # so that a silent agent is reported as such, not as a timeout
+                with trio.fail_at(trio.current_effective_deadline() - STATUS_RESERVE):
                     async with session.agent() as agent:
                         start = time.perf_counter()
                         await agent.ping()
@@ -161,10 +165,7 @@ def status(domain: str, connect: str | None, as_json: bool, timeout: float) -> i
                 report["reason"] = str(exc) or f"no answer within {timeout:g}s"
             return report
 
-    # libvirt's part gets a deadline of its own; the agent's is --timeout
-    report = run_command(
-        probe, seconds=timeout + DEFAULT_TIMEOUT if timeout else 0, target=f"domain {domain}"
-    )
+    report = run_command(probe, seconds=timeout, target=f"domain {domain}")
 
     def human(r: dict[str, Any]) -> str:
         if r["agent"]:

@@ -8,9 +8,13 @@ the driver's refusal (exit 12).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -192,3 +196,45 @@ def test_progress_line_on_a_terminal(capsys):
     show(JobProgress("unbounded", 4000, 0, 0, 0, 0))
     _, err = capsys.readouterr()
     assert err == "\rmigrating:  25.0% (256.0 MiB of 1.0 GiB, 2.5s)   \rmigrating: 4.0s   "
+
+
+@pytest.fixture
+def silent_listener():
+    """A TCP port that accepts connections and never says a word (a hung destination)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                accepted.append(server.accept()[0])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        for conn in [*accepted, server]:
+            conn.close()
+
+
+def test_a_destination_that_never_answers_is_bounded_by_timeout(capsys, silent_listener):
+    started = time.monotonic()
+    code, out, err = run(
+        capsys, "migrate-check", "-c", SOURCE, "web", f"qemu+tcp://127.0.0.1:{silent_listener}/system",
+        "--no-plugins", "--timeout", "1",
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert (code, out) == (4, "")
+    assert err == (
+        "gagent: error: timed out after 1s waiting for the destination hypervisor "
+        f"qemu+tcp://127.0.0.1:{silent_listener}/system (is it answering? libvirtd, the agent "
+        "in the guest, or the remote host; raise --timeout for slow operations)\n"
+    )
+    assert took < 1 + 10  # the deadline plus a busy machine's margin, not libvirt's own minutes

@@ -1,0 +1,133 @@
+"""The host-side promises under real faults, with the real CLI as a separate process.
+
+* ``timeout(1)`` (SIGTERM) and a dropped session (SIGHUP) in the freeze window
+  of a real guest, held open by a slow fsfreeze hook: the guest ends thawed;
+* a hung libvirtd (the test daemon SIGSTOPped): ``--timeout`` holds for agent,
+  status and fsfreeze commands, and ``gagent thaw`` still thaws, through the
+  channel socket of the domain's running QEMU process.
+
+Every fault test asserts the exit code, that the command ended within its
+deadline plus a margin (generous: the machine may be busy), the one-line
+message, and that the guest ends thawed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from gagent.client import open_agent
+from gagent.fs_types import FsfreezeStatus
+from gagent.programs import run_program
+
+pytestmark = pytest.mark.e2e
+
+GAGENT = str(Path(sys.executable).with_name("gagent"))
+#: What a busy 2-CPU machine may add to a deadline (process start, imports, a thaw).
+MARGIN = 15.0
+HOOK = "/etc/gagent/fsfreeze-hook.d/40-e2e-slow"
+SLOW_HOOK = """#!/bin/sh
+[ "$1" != freeze ] || sleep 4
+"""
+
+
+def gagent(*argv: str, timeout: float = 120) -> tuple[int, str, str, float]:
+    started = time.monotonic()
+    proc = subprocess.run([GAGENT, *argv], capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started
+
+
+async def _sh(agent, script: str) -> None:
+    result = await run_program(agent, ["/bin/sh", "-c", script])
+    assert result.exit_code == 0, result
+
+
+async def _status(socket_path: Path) -> FsfreezeStatus:
+    with trio.fail_after(60):
+        async with open_agent(socket_path) as agent:
+            return await agent.fsfreeze_status()
+
+
+@pytest.mark.parametrize("signame", ["TERM", "HUP"])
+async def test_a_signal_in_the_freeze_window_leaves_the_guest_thawed(systemd_domain, signame):
+    name, uri, sock = systemd_domain.name, systemd_domain.uri, systemd_domain.socket_path
+    with trio.fail_after(60):
+        async with open_agent(sock) as agent:
+            await _sh(agent, f"cat >{HOOK} <<'EOF'\n{SLOW_HOOK}EOF\nchmod 755 {HOOK}")
+    try:
+        # timeout(1) sends the signal 2 s in: the freeze request is in flight (the hook sleeps)
+        argv = ["timeout", "-s", signame, "2", GAGENT, "fsfreeze", "freeze", name, "-c", uri]
+        started = time.monotonic()
+        proc = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+        took = time.monotonic() - started
+        err = proc.stderr.decode()
+        assert proc.returncode == 124, err  # timeout(1)'s own code for "I had to signal it"
+        assert err.strip().splitlines()[-1] == f"gagent: interrupted by SIG{signame}", err
+        assert took < 2 + 4 + MARGIN, took  # the hook's sleep, then the shielded thaw
+        assert await _status(sock) is FsfreezeStatus.THAWED
+    finally:
+        with trio.fail_after(60):
+            async with open_agent(sock) as agent:
+                if await agent.fsfreeze_status() is FsfreezeStatus.FROZEN:
+                    await agent.fsfreeze_thaw()
+                await _sh(agent, f"rm -f {HOOK}")
+
+
+@pytest.fixture
+def stopped_libvirtd(libvirt_daemon):
+    """The test libvirtd, SIGSTOPped for the test (and always continued afterwards)."""
+    os.kill(libvirt_daemon.pid, signal.SIGSTOP)
+    try:
+        yield libvirt_daemon
+    finally:
+        os.kill(libvirt_daemon.pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("agent", "{name}", "-c", "{uri}", "ping"), ("status", "{name}", "-c", "{uri}"),
+     ("fsfreeze", "status", "{name}", "-c", "{uri}")],
+    ids=["agent-ping", "status", "fsfreeze-status"],
+)  # fmt: skip
+async def test_a_hung_libvirtd_cannot_outlive_the_timeout(main_domain, stopped_libvirtd, command):
+    argv = [w.format(name=main_domain.name, uri=main_domain.uri) for w in command]
+    code, _out, err, took = await trio.to_thread.run_sync(lambda: gagent(*argv, "--timeout", "3"))
+    assert code == 4, err
+    assert err.startswith("gagent: error: timed out after 3s waiting for domain"), err
+    assert len(err.splitlines()) == 1, err
+    assert took < 3 + MARGIN, took
+
+
+async def test_emergency_thaw_goes_around_a_hung_libvirtd(
+    main_domain, libvirt_daemon, libvirt_conn
+):
+    sock = main_domain.socket_path
+    # by UUID: other test runs on this machine may run a guest of the same name
+    uuid = libvirt_conn.lookupByName(main_domain.name).UUIDString()
+    with trio.fail_after(60):
+        async with open_agent(sock) as agent:
+            assert await agent.fsfreeze_freeze() >= 1
+    try:
+        os.kill(libvirt_daemon.pid, signal.SIGSTOP)
+        try:
+            code, out, err, took = await trio.to_thread.run_sync(
+                lambda: gagent("thaw", uuid, "-c", main_domain.uri, "--timeout", "4")
+            )
+        finally:
+            os.kill(libvirt_daemon.pid, signal.SIGCONT)
+        assert code == 0, (out, err)
+        assert "QEMU pid" in out and "libvirt did not answer within 2s" in out, out
+        assert "thawed" in out and "confirmed" in out, out
+        assert took < 4 + MARGIN, took
+        assert await _status(sock) is FsfreezeStatus.THAWED
+    finally:
+        if await _status(sock) is FsfreezeStatus.FROZEN:
+            async with open_agent(sock) as agent:
+                await agent.fsfreeze_thaw()
