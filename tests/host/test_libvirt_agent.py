@@ -40,6 +40,7 @@ from gagent.errors import (
 from gagent.fs_types import FsfreezeStatus
 from gagent.host.libvirt_agent import (
     LIBVIRT_AGENT_READ_LIMIT,
+    LIBVIRT_AGENT_REQUEST_MAX,
     LIBVIRT_RPC_STRING_MAX,
     LibvirtAgent,
     _libvirt_timeout,
@@ -325,11 +326,11 @@ def test_libvirt_route_bounds_file_reads_by_libvirts_reply_limit():
     with pytest.raises(UsageError, match="max_reply_size of 4194304"):
         transfer._check_chunk_size(agent, 4 * 1024 * 1024, reading=True)
     transfer._check_chunk_size(agent, transfer.DEFAULT_CHUNK, reading=True)
-    # the RPC bounds what goes out as well: a file write's base64 must fit it too
-    assert agent.max_request_size == LIBVIRT_RPC_STRING_MAX
-    with pytest.raises(UsageError, match="bound on one request of 4194304"):
-        transfer._check_chunk_size(agent, 4 * 1024 * 1024)
-    transfer._check_chunk_size(agent, transfer.DEFAULT_CHUNK)
+    # a request must fit what libvirt writes to the agent in one go (64 KiB, measured)
+    assert agent.max_request_size == LIBVIRT_AGENT_REQUEST_MAX == 64 * 1024
+    with pytest.raises(UsageError, match="bound on one request of 65536"):
+        transfer._check_chunk_size(agent, transfer.DEFAULT_CHUNK)
+    transfer._check_chunk_size(agent, transfer.largest_write_chunk(agent))
 
 
 def test_map_domain_not_running():
