@@ -5,7 +5,7 @@ temporary directory.  Every client copies the same random file with the same
 chunk size (1 MiB by default), one client after another, rounds interleaved.
 
 Upload (local -> guest):
-* gagent.copy   - gagent.transfer.copy_to_guest(agent, local, guest, chunk_size=...)
+* gagent.copy   - gagent.transfer.copy_to_guest(agent, local, guest, chunk_size=..., in_place=True)
 * gagent.exec   - the bare loop below, but through agent.execute (client overhead only)
 * bare          - blocking socket: guest-file-open "wb", guest-file-write of base64
                   chunks, guest-file-close; JSON by hand
@@ -144,7 +144,8 @@ def bare_download(path: str, guest: Path, target: Path, chunk: int, fsync: bool)
 async def _gagent_copy_upload(path: str, source: Path, guest: Path, chunk: int) -> float:
     async with gagent.open_agent(path) as agent:
         start = time.perf_counter()
-        await copy_to_guest(agent, source, str(guest), chunk_size=chunk)
+        # in place: this qemu-ga blocks guest-exec, which the atomic replacement needs
+        await copy_to_guest(agent, source, str(guest), chunk_size=chunk, in_place=True)
         return time.perf_counter() - start
 
 

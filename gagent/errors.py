@@ -11,6 +11,7 @@
      |    +-- CommandNotFound    the agent does not know the command
      |    +-- CommandDisabled    the command exists but is disabled (qemu-ga -b, config)
      |    |    +-- GuestFrozen   disabled because the guest's filesystems are frozen
+     |    +-- GuestReplaceError  a copy's rename/chmod/mktemp step failed in the guest's shell
      +-- CommandUnavailable      refused locally before sending (guest-info says absent/disabled)
      |    +-- GuestIsFrozen      disabled because the guest is frozen (fsfreeze-status says so)
      +-- FrozenStateViolation    refused locally: command not allowed while we hold a freeze
@@ -26,11 +27,13 @@
      +-- SnapshotTimeout         libvirt's snapshot call outlived the freeze budget
      +-- StoreError              the inventory database failed or refused
      +-- ChannelEditConflict     another edit of the domain's channels held its lock or undid ours
+     +-- LocalFileError          a copy could not read or write a file on this side (EACCES...)
      +-- UsageError              bad input from the caller (arguments, JSON, paths)
           +-- SocketPathRefused  a channel's socket path is a file or another domain's socket
 
-This module defines the classes down to HostError and UsageError.  The others
-live where they are raised (the core imports no libvirt code): HostError's
+This module defines the classes down to HostError, UsageError and
+LocalFileError.  The others live where they are raised (the core imports no
+libvirt code): GuestReplaceError in gagent.guest_replace, HostError's
 subclasses in gagent.host.virt, FreezeError's family in gagent.freeze,
 SnapshotTimeout in gagent.host.snapshot, StoreError in gagent.host.inventory.
 
@@ -66,6 +69,7 @@ __all__ = [
     "GuestFrozen",
     "GuestIsFrozen",
     "HostError",
+    "LocalFileError",
     "ProtocolError",
     "ReplyTooLarge",
     "UsageError",
@@ -79,6 +83,23 @@ class GagentError(Exception):
 
 class UsageError(GagentError):
     """The caller asked for something malformed (bad JSON arguments, bad path...)."""
+
+
+class LocalFileError(GagentError):
+    """A file on this side could not be read or written (a copy's source or target).
+
+    ``path`` is the file, ``errno`` the OS error number (None if not an OS error).
+    """
+
+    def __init__(self, message: str, *, path: str, errno: int | None = None):
+        self.path = path
+        self.errno = errno
+        super().__init__(message)
+
+    @classmethod
+    def from_os_error(cls, doing: str, path: str, exc: OSError) -> LocalFileError:
+        """``cannot {doing} {path}: {strerror}`` (e.g. "cannot write x: No space left...")."""
+        return cls(f"cannot {doing} {path}: {exc.strerror or exc}", path=path, errno=exc.errno)
 
 
 class AgentUnavailable(GagentError):

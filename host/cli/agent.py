@@ -6,7 +6,6 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import click
@@ -282,45 +281,109 @@ def exec_(options: AgentOptions, input_file: Any, argv: tuple[str, ...]) -> int:
     return 128 + (result.signal or 0)
 
 
-def _progress(label: str) -> Callable[[int, int | None], None] | None:
-    if not sys.stderr.isatty():
-        return None
+class _Progress:
+    """Bytes copied so far on one stderr line, when stderr is a terminal."""
 
-    def report(done: int, total: int | None) -> None:
+    def __init__(self, label: str):
+        self.label = label
+        self.shown = False
+
+    def __call__(self, done: int, total: int | None) -> None:
         end = f"/{total}" if total else ""
-        print(f"\r{label}: {done}{end} bytes", end="", file=sys.stderr, flush=True)
+        print(f"\r{self.label}: {done}{end} bytes", end="", file=sys.stderr, flush=True)
+        self.shown = True
 
-    return report
+    def finish(self) -> None:
+        if self.shown:  # end the line, also after a failure (its message comes next)
+            print(file=sys.stderr, flush=True)
+
+
+def _progress(label: str) -> _Progress | None:
+    return _Progress(label) if sys.stderr.isatty() else None
+
+
+def _copy(options: AgentOptions, label: str, copy: Callable[..., Awaitable[int]]) -> int:
+    progress = _progress(label)
+    try:
+        return options.run(
+            lambda agent: copy(agent, progress=progress), default_timeout=LONG_TIMEOUT
+        )
+    finally:
+        if progress is not None:
+            progress.finish()
+
+
+def _octal_mode(text: str | None) -> int | None:
+    if text is None:
+        return None
+    digits = text.removeprefix("0o")
+    if not digits or any(c not in "01234567" for c in digits) or int(digits, 8) > 0o7777:
+        raise UsageError(f"--mode wants octal permission bits such as 0644 or 755, not {text!r}")
+    return int(digits, 8)
 
 
 @agent_group.command("copy-to")
-@click.argument("local", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("local", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.argument("guest_path")
+@click.option(
+    "--mode",
+    "mode_text",
+    metavar="OCTAL",
+    help=f"Permission bits of GUEST_PATH (default {transfer.DEFAULT_MODE:04o}).",
+)
+@click.option(
+    "--in-place",
+    is_flag=True,
+    help="Write GUEST_PATH directly (when the guest blocks guest-exec): a failed copy then "
+    "leaves it partial, and a new file gets qemu-ga's mode 0666 (no --mode).",
+)
 @pass_options
-def copy_to(options: AgentOptions, local: Path, guest_path: str) -> None:
-    """Copy LOCAL into the guest as GUEST_PATH."""
-    count = options.run(
-        lambda agent: transfer.copy_to_guest(
-            agent, local, guest_path, progress=_progress("copy-to")
+def copy_to(
+    options: AgentOptions, local: str, guest_path: str, mode_text: str | None, in_place: bool
+) -> None:
+    """Copy LOCAL (- for standard input) into the guest as GUEST_PATH.
+
+    GUEST_PATH (absolute) changes only once the copy is complete: the data goes
+    into a temporary file beside it, which is renamed over it at the end; on any
+    failure it is removed and the old file stays.  Renaming and setting the mode
+    run the guest's mv and chmod through guest-exec: a guest that blocks it
+    refuses the copy (exit 5) unless --in-place is given.
+    """
+    mode = _octal_mode(mode_text)
+    source = sys.stdin.buffer if local == "-" else local
+    count = _copy(
+        options,
+        "copy-to",
+        lambda agent, progress: transfer.copy_to_guest(
+            agent, source, guest_path, mode=mode, in_place=in_place, progress=progress
         ),
-        default_timeout=LONG_TIMEOUT,
     )
     options.output.emit({"bytes": count, "to": guest_path}, lambda v: f"copied {v['bytes']} bytes")
 
 
 @agent_group.command("copy-from")
 @click.argument("guest_path")
-@click.argument("local", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("local", type=click.Path(dir_okay=False, allow_dash=True))
 @pass_options
-def copy_from(options: AgentOptions, guest_path: str, local: Path) -> None:
-    """Copy GUEST_PATH out of the guest into LOCAL."""
-    count = options.run(
-        lambda agent: transfer.copy_from_guest(
-            agent, guest_path, local, progress=_progress("copy-from")
+def copy_from(options: AgentOptions, guest_path: str, local: str) -> None:
+    """Copy GUEST_PATH out of the guest into LOCAL (- for standard output).
+
+    LOCAL changes only once the copy is complete (a temporary file beside it,
+    renamed over it).  A symlink is written through to the regular file it
+    names; anything else that is not a regular file (a FIFO, a device) is
+    refused, never replaced.
+    """
+    to_stdout = local == "-"
+    target = sys.stdout.buffer if to_stdout else local
+    count = _copy(
+        options,
+        "copy-from",
+        lambda agent, progress: transfer.copy_from_guest(
+            agent, guest_path, target, progress=progress
         ),
-        default_timeout=LONG_TIMEOUT,
     )
-    options.output.emit({"bytes": count, "to": str(local)}, lambda v: f"copied {v['bytes']} bytes")
+    if not to_stdout:  # standard output carries the file itself
+        options.output.emit({"bytes": count, "to": local}, lambda v: f"copied {v['bytes']} bytes")
 
 
 @agent_group.command("call")

@@ -264,7 +264,7 @@ def test_copy_to_and_from(capsys, sock, tmp_path):
     payload = os.urandom(300_000) + b"\n\x00end"
     local, guest, back = tmp_path / "local.bin", tmp_path / "guest.bin", tmp_path / "back.bin"
     local.write_bytes(payload)
-    result = agent_json(capsys, sock, "copy-to", str(local), str(guest))
+    result = agent_json(capsys, sock, "copy-to", "--in-place", str(local), str(guest))
     assert result == {"bytes": len(payload), "to": str(guest)}
     assert guest.read_bytes() == payload  # the "guest" is this host
     result = agent_json(capsys, sock, "copy-from", str(guest), str(back))
