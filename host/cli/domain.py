@@ -18,6 +18,8 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = 30.0
 #: What status keeps of its deadline to report a silent agent itself (exit 3).
 STATUS_RESERVE = 0.2
+#: as in gagent.host.cli's table: the guest is frozen
+EXIT_GUEST_FROZEN = 13
 
 connect_option = click.option(
     "-c",
@@ -144,8 +146,13 @@ def channel_list(domain: str, connect: str | None, as_json: bool) -> None:
     help="Deadline for the whole command, libvirt included (0: none).",
 )
 def status(domain: str, connect: str | None, as_json: bool, timeout: float) -> int:
-    """One line: DOMAIN's power state and whether its agent answers (exit 3 if not)."""
+    """One line: DOMAIN's power state and whether its agent answers.
+
+    Exit codes: 0 answering; 3 not answering (the line says why); 13 answering
+    but the guest is frozen (the line names the thaw); 4 the deadline passed.
+    """
     from gagent.errors import GagentError
+    from gagent.fs_types import FsfreezeStatus
     from gagent.host.session import open_domain
 
     async def probe() -> dict[str, Any]:
@@ -160,6 +167,11 @@ def status(domain: str, connect: str | None, as_json: bool, timeout: float) -> i
                         await agent.ping()
                         report["ping_ms"] = round((time.perf_counter() - start) * 1000, 3)
                         report["agent"] = getattr(agent, "name", "agent")
+                        # a frozen guest answers ping but refuses nearly everything else
+                        frozen = await agent.freeze_state() is FsfreezeStatus.FROZEN
+                        report["frozen"] = frozen
+                        if frozen:
+                            report["thaw"] = session.thaw_command()
             except (GagentError, trio.TooSlowError) as exc:
                 report["agent"] = None
                 report["reason"] = str(exc) or f"no answer within {timeout:g}s"
@@ -168,11 +180,18 @@ def status(domain: str, connect: str | None, as_json: bool, timeout: float) -> i
     report = run_command(probe, seconds=timeout, target=f"domain {domain}")
 
     def human(r: dict[str, Any]) -> str:
+        if r.get("frozen"):
+            return (
+                f"{r['domain']}: {r['state']}, agent answering ({r['agent']}, {r['ping_ms']} ms) "
+                f"but the guest is FROZEN: run '{r['thaw']}'"
+            )
         if r["agent"]:
             return f"{r['domain']}: {r['state']}, agent answering ({r['agent']}, {r['ping_ms']} ms)"
         return f"{r['domain']}: {r['state']}, agent unreachable: {r['reason']}"
 
     Output(as_json).emit(report, human)
+    if report.get("frozen"):
+        return EXIT_GUEST_FROZEN
     return 0 if report["agent"] else 3
 
 

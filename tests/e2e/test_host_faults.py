@@ -92,8 +92,9 @@ def stopped_libvirtd(libvirt_daemon):
 
 @pytest.mark.parametrize(
     "command",
-    [("agent", "{name}", "-c", "{uri}", "ping"), ("status", "{name}", "-c", "{uri}"),
-     ("fsfreeze", "status", "{name}", "-c", "{uri}")],
+    [("agent", "{name}", "-c", "{uri}", "--timeout", "3", "ping"),
+     ("status", "{name}", "-c", "{uri}", "--timeout", "3"),
+     ("fsfreeze", "status", "{name}", "-c", "{uri}", "--timeout", "3")],
     ids=["agent-ping", "status", "fsfreeze-status"],
 )  # fmt: skip
 async def test_a_hung_libvirtd_cannot_outlive_the_timeout(main_domain, stopped_libvirtd, command):
