@@ -4,21 +4,9 @@ Thin by design: commands parse arguments, call the library, render results.
 Library errors and click's own usage errors become one-line messages and exit
 codes here, in :func:`main`, and nowhere else.
 
-Exit codes::
-
-    0   success (``agent exec`` exits with the guest program's own code)
-    1   any other gagent error
-    2   bad usage: unknown option, malformed JSON arguments, bad path
-    3   agent unreachable: no socket, nothing listening, permission denied
-    4   timed out waiting for the agent
-    5   command not available: unknown to the agent, or disabled there
-    6   the agent answered with an error
-    7   connection lost or protocol violation
-    8   libvirt/host error
-    9   a thaw could not be confirmed: the guest may still be frozen
-    10  migrate-check: a check failed (11: warnings refused, 12: migration failed)
-    13  the guest is frozen: its agent refuses commands until thawed (the error names the thaw)
-    130 interrupted
+Exit codes: :data:`EXIT_CODES`, shown by ``gagent --help`` (a test holds the
+table, the codes :func:`exit_code_for` returns, the subcommands' help and the
+README to each other).
 """
 
 from __future__ import annotations
@@ -72,8 +60,34 @@ EXIT_THAW_UNCONFIRMED = 9
 EXIT_GUEST_FROZEN = 13
 EXIT_INTERRUPTED = 130
 
+#: Every exit code gagent's commands return, and what it means.
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success ('agent exec' exits with the guest program's own code)",
+    EXIT_ERROR: "any other error (also a local file or pipe that failed)",
+    EXIT_USAGE: "bad usage: unknown option, malformed arguments, a refused path or name",
+    EXIT_UNREACHABLE: "agent unreachable: no channel, no socket, nothing listening, permission",
+    EXIT_TIMEOUT: "the command's --timeout passed (libvirtd, the agent or a remote host)",
+    EXIT_UNAVAILABLE: "command not available: unknown to the agent, or disabled there",
+    EXIT_AGENT_ERROR: "the agent answered with an error",
+    EXIT_CONNECTION: "connection lost or protocol violation",
+    EXIT_HOST: "libvirt/host error (e.g. no such domain)",
+    EXIT_THAW_UNCONFIRMED: "a thaw could not be confirmed: the guest may still be frozen",
+    10: "migrate-check/migrate: a check failed",
+    11: "migrate-check/migrate: warnings not accepted",
+    12: "migrate: the migration itself failed",
+    EXIT_GUEST_FROZEN: "the guest is frozen: its agent refuses commands until thawed",
+    129: "interrupted by SIGHUP (a dropped session); a pending thaw ran first",
+    EXIT_INTERRUPTED: "interrupted by Ctrl-C (SIGINT); a pending thaw ran first",
+    143: "interrupted by SIGTERM (systemd, timeout(1)); a pending thaw ran first",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+def _exit_code_help() -> str:
+    lines = [f"  {code:<4}{meaning}" for code, meaning in EXIT_CODES.items()]
+    return "\b\nExit codes:\n" + "\n".join(lines)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=_exit_code_help())
 @click.version_option(package_name="gagent")
 def cli() -> None:
     """Talk to QEMU guest agents: channels, commands, freezes, inventory."""
