@@ -99,7 +99,7 @@ def stopped_libvirtd(libvirt_daemon):
 )  # fmt: skip
 async def test_a_hung_libvirtd_cannot_outlive_the_timeout(main_domain, stopped_libvirtd, command):
     argv = [w.format(name=main_domain.name, uri=main_domain.uri) for w in command]
-    code, _out, err, took = await trio.to_thread.run_sync(lambda: gagent(*argv, "--timeout", "3"))
+    code, _out, err, took = await trio.to_thread.run_sync(lambda: gagent(*argv))
     assert code == 4, err
     assert err.startswith("gagent: error: timed out after 3s waiting for domain"), err
     assert len(err.splitlines()) == 1, err
