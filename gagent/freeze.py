@@ -383,6 +383,15 @@ async def frozen(
 
 
 def _nothing_frozen(record: FreezeRecord) -> NothingFrozen:
+    if record.mountpoints:
+        # qemu-ga skips what is not a mounted, freezable filesystem: that is the likely cause
+        return NothingFrozen(
+            f"the freeze of {record.domain or 'the guest'} froze 0 filesystems: none of "
+            f"{', '.join(record.mountpoints)} is a mounted filesystem the guest can freeze "
+            "(check the paths with 'gagent agent DOMAIN fsinfo'; tmpfs and the root of an "
+            "initramfs cannot be frozen)",
+            record=record,
+        )
     return NothingFrozen(
         f"the freeze of {record.domain or 'the guest'} froze 0 filesystems: nothing would be "
         "consistent. Another agent (libvirt's on org.qemu.guest_agent.0, or fsfreeze in the "

@@ -479,3 +479,16 @@ async def test_thaw_on_connect_option_of_the_client(autojump_clock: Any, left_fr
     expected = [SYNC, STATUS, THAW, STATUS] if left_frozen else [SYNC, STATUS]
     assert fake.commands == [*expected, "guest-ping"]
     assert fake.state == "thawed"
+
+
+async def test_freeze_list_of_nothing_freezable_names_the_paths(autojump_clock: Any) -> None:
+    # qemu-ga's freeze-list skips paths that are not mounted, freezable filesystems: 0 frozen
+    fake = FreezableFake(filesystems=0)
+    with trio.fail_after(DEADLINE):
+        async with connected(fake) as agent:
+            with pytest.raises(NothingFrozen) as caught:
+                async with frozen(agent, ["/nonexistent"], domain="vm1"):
+                    pytest.fail("the block ran with nothing frozen")
+    assert "none of /nonexistent is a mounted filesystem the guest can freeze" in str(caught.value)
+    assert "another agent" not in str(caught.value).lower()
+    assert fake.state == "thawed"
