@@ -324,11 +324,20 @@ async def _thaw_step(
 
 
 def _check_window(record: FreezeRecord, warn_after: float) -> None:
-    window = record.window_ms if record.window_ms is not None else record.max_window_ms
+    exact = record.window_ms is not None
+    window = record.window_ms if exact else record.max_window_ms
     if window is None or window <= warn_after * 1000:
         return
+    # Without the freeze reply, when the guest froze is unknown: from the freeze request
+    # to the thaw is only an upper bound (a freeze that took 50 ms is no 8 s freeze).
+    held = (
+        f"stayed frozen for {window / 1000:.1f}s"
+        if exact
+        else f"may have been frozen for up to {window / 1000:.1f}s (no freeze reply came, so "
+        "the real window is unknown)"
+    )
     message = (
-        f"{record.domain or 'the guest'} stayed frozen for {window / 1000:.1f}s: Windows guests "
+        f"{record.domain or 'the guest'} {held}: Windows guests "
         f"(VSS) abort a freeze after about {VSS_LIMIT:g}s, so on Windows the snapshot may not "
         "be application-consistent; keep the frozen block shorter"
     )

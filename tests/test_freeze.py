@@ -492,3 +492,18 @@ async def test_freeze_list_of_nothing_freezable_names_the_paths(autojump_clock: 
     assert "none of /nonexistent is a mounted filesystem the guest can freeze" in str(caught.value)
     assert "another agent" not in str(caught.value).lower()
     assert fake.state == "thawed"
+
+
+async def test_an_unknown_window_is_reported_as_an_upper_bound(autojump_clock: Any) -> None:
+    # no freeze reply within --freeze-timeout: the guest may have frozen 50 ms or 8 s ago
+    fake = FreezableFake().on(FREEZE, Silence())
+    with trio.fail_after(DEADLINE):
+        async with connected(fake) as agent:
+            with (
+                pytest.raises(FreezeTimeout) as caught,
+                pytest.warns(FreezeWindowWarning, match="may have been frozen for up to 9.0s"),
+            ):
+                async with frozen(agent, freeze_timeout=9, domain="vm1"):
+                    pass
+    (warning,) = caught.value.record.warnings
+    assert "the real window is unknown" in warning and "stayed frozen" not in warning
