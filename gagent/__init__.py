@@ -9,6 +9,7 @@ and runs on guests that have no trio, and ``gagent.protocol``/``gagent.errors``
 are sans-IO.
 """
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -24,6 +25,10 @@ from .errors import (
     ProtocolError,
     ReplyTooLarge,
 )
+
+# A library's logs are its user's to show: without this, Python's last-resort handler
+# prints gagent's warnings on stderr next to the one-line error that says the same.
+logging.getLogger("gagent").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from .client import Agent, connect_unix, open_agent, open_agent_over

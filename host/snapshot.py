@@ -44,6 +44,7 @@ from gagent.freeze import (
     DEFAULT_THAW_TIMEOUT,
     FreezeRecord,
     Reconnect,
+    ThawUnconfirmed,
     frozen,
     thaw_if_frozen,
 )
@@ -65,6 +66,8 @@ logger = logging.getLogger("gagent.snapshot")
 #: How long the guest may stay frozen waiting for libvirt's snapshot call.
 DEFAULT_SNAPSHOT_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
+#: How long to ask libvirt whether a domain whose thaw failed is still running.
+STOPPED_CHECK_TIMEOUT = 5.0
 
 
 class SnapshotMethod(enum.StrEnum):
@@ -390,13 +393,33 @@ async def snapshot_session(
                 f"within {connect_timeout:g}s",
                 hint="is qemu-ga running in the guest?",
             ) from None
-        if route.transport is Transport.SOCKET:
-            options.setdefault("reconnect", session.reconnect_for(route))
-            result = await snapshot(domain, agent, name, **options)
-        else:
-            result = await snapshot(domain, None, name, libvirt_quiesce=True, **options)
+        try:
+            if route.transport is Transport.SOCKET:
+                options.setdefault("reconnect", session.reconnect_for(route))
+                result = await snapshot(domain, agent, name, **options)
+            else:
+                result = await snapshot(domain, None, name, libvirt_quiesce=True, **options)
+        except ThawUnconfirmed as exc:
+            raise await _if_domain_stopped(session, exc) from exc.__context__
         result.thawed_on_connect = thawed
         return result
+
+
+async def _if_domain_stopped(session: DomainSession, error: ThawUnconfirmed) -> GagentError:
+    """A thaw that failed because the domain stopped (destroyed mid-snapshot) left nothing
+    frozen: say so with the error that came first, instead of a false alarm."""
+    with trio.move_on_after(STOPPED_CHECK_TIMEOUT):
+        state = await session.domain.state()
+        if not state.is_active:
+            cause = error.__context__
+            first = f"{cause}; " if isinstance(cause, GagentError) else ""
+            return HostError(
+                f"{first}domain {session.name} is {state.value} now: it stopped during the "
+                "snapshot, so no freeze is left behind (check the disks with "
+                f"'virsh -c {session.uri} domblklist {session.name}')",
+                code=getattr(cause, "code", None),
+            )
+    return error
 
 
 # ------------------------------------------------------------ list, delete

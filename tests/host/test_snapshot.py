@@ -354,3 +354,35 @@ async def test_emergency_thaw_uses_every_agent(tmp_path: Path) -> None:
     assert domain.libvirt_agent_state == "thawed"
     with pytest.raises(AgentUnavailable, match="no reachable agent"):
         await emergency_thaw(FakeHypervisor(FakeDomain()), "vm1")
+
+
+async def test_a_domain_destroyed_during_the_snapshot_is_no_false_alarm(tmp_path: Path) -> None:
+    # 'virsh destroy' mid-snapshot: libvirt's call fails, the agent is gone with the guest
+    path = str(tmp_path / "agent.sock")
+    fake = FreezableFake().set_default(THAW, Silence())
+    domain = FakeDomain(channels=channel(GAGENT_CHANNEL, path))
+
+    async def destroyed(xml: str, **flags: Any) -> str:
+        domain._state = DomainState.SHUTOFF
+        raise HostError("creating a snapshot of vm1: domain is not running", code=55)
+
+    domain.snapshot_create_xml = destroyed
+    with trio.fail_after(REAL_DEADLINE):
+        async with fake_unix_socket(fake, path):
+            with pytest.raises(HostError) as caught:
+                await take_snapshot(FakeHypervisor(domain), "vm1", "s1", thaw_timeout=0.6)
+    message = str(caught.value)
+    assert not isinstance(caught.value, ThawUnconfirmed)
+    assert message.startswith("creating a snapshot of vm1: domain is not running; ")
+    assert "vm1 is shut off now" in message and "no freeze is left behind" in message
+    assert "MAY STILL BE FROZEN" not in message and caught.value.code == 55
+
+
+async def test_an_unconfirmed_thaw_of_a_running_domain_stays_loud(tmp_path: Path) -> None:
+    path = str(tmp_path / "agent.sock")
+    fake = FreezableFake().set_default(THAW, Silence())
+    domain = FakeDomain(channels=channel(GAGENT_CHANNEL, path))
+    with trio.fail_after(REAL_DEADLINE):
+        async with fake_unix_socket(fake, path):
+            with pytest.raises(ThawUnconfirmed, match="gagent thaw vm1 -c fake:///"):
+                await take_snapshot(FakeHypervisor(domain), "vm1", "s1", thaw_timeout=0.6)
