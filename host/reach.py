@@ -29,6 +29,8 @@ class Advice(Protocol):
 
     def command(self, *words: str, options: tuple[str, ...] = ()) -> str: ...
 
+    def virsh(self, verb: str) -> str: ...
+
 
 @dataclass(frozen=True)
 class _PlainAdvice:
@@ -38,6 +40,9 @@ class _PlainAdvice:
 
     def command(self, *words: str, options: tuple[str, ...] = ()) -> str:
         return shlex.join(["gagent", *words, self.domain, *options])
+
+    def virsh(self, verb: str) -> str:
+        return shlex.join(["virsh", verb, self.domain])
 
 
 class Transport(enum.StrEnum):
@@ -79,12 +84,12 @@ def choose_route(
     if not state.is_active:
         raise AgentUnavailable(
             f"domain {domain} is {state.value}: its agent cannot answer",
-            hint=f"start it first (virsh start {domain})",
+            hint=f"start it first: {advice.virsh('start')}",
         )
     if state is DomainState.PAUSED:
         raise AgentUnavailable(
             f"domain {domain} is paused: its agent cannot answer",
-            hint=f"resume it first (virsh resume {domain})",
+            hint=f"resume it first: {advice.virsh('resume')}",
         )
     transport = Transport(transport)
     listed = parse_channels(live_xml) if live_xml else []

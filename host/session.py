@@ -93,6 +93,10 @@ class DomainSession:
         """
         return shlex.join(["gagent", *words, self.name, "-c", self.uri, *options])
 
+    def virsh(self, verb: str) -> str:
+        """The exact virsh command for this domain on this connection (start, resume...)."""
+        return shlex.join(["virsh", "-c", self.uri, verb, self.name])
+
     def thaw_command(self, channel: str = GAGENT_CHANNEL) -> str:
         """How an operator thaws this domain by hand (through every agent it has)."""
         options = () if channel == GAGENT_CHANNEL else ("--channel", channel)

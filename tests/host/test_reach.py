@@ -57,14 +57,14 @@ def test_inactive_domain_cannot_answer(state):
     with pytest.raises(AgentUnavailable) as info:
         choose_route("vm", state, "")
     assert f"domain vm is {state.value}" in str(info.value)
-    assert info.value.hint == "start it first (virsh start vm)"
+    assert info.value.hint == "start it first: virsh start vm"
 
 
 def test_paused_domain_cannot_answer():
     with pytest.raises(AgentUnavailable) as info:
         choose_route("vm", DomainState.PAUSED, live(OURS, THEIRS))
     assert "paused" in str(info.value)
-    assert info.value.hint == "resume it first (virsh resume vm)"
+    assert info.value.hint == "resume it first: virsh resume vm"
 
 
 @pytest.mark.parametrize("state", [DomainState.RUNNING, DomainState.BLOCKED])
