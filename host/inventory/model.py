@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lxml import etree
+from ..domxml import DiskRef, parse_domain
 
 __all__ = [
     "AgentData",
@@ -24,24 +24,6 @@ __all__ = [
     "Nic",
     "parse_domain_xml",
 ]
-
-_UNITS = {
-    "b": 1,
-    "bytes": 1,
-    "kb": 1000,
-    "k": 1024,
-    "kib": 1024,
-    "mb": 1000**2,
-    "m": 1024**2,
-    "mib": 1024**2,
-    "gb": 1000**3,
-    "g": 1024**3,
-    "gib": 1024**3,
-    "tb": 1000**4,
-    "t": 1024**4,
-    "tib": 1024**4,
-}
-_MIB = 1024**2
 
 
 class AgentStatus:
@@ -198,77 +180,33 @@ class Guest:
 
 
 def parse_domain_xml(xml: str | bytes, *, hypervisor: str, state: str) -> Guest:
-    """The rscan fields of one domain from its XML (``virsh dumpxml``)."""
-    root = etree.fromstring(xml.encode() if isinstance(xml, str) else xml)
-    raw_id = root.get("id")
-    vcpu = root.find("vcpu")
-    cpu = None
-    if vcpu is not None:
-        cpu = _int(vcpu.get("current")) or _int(vcpu.text)
-    devices = root.find("devices")
-    nics: list[Nic] = []
-    disks: list[Disk] = []
-    if devices is not None:
-        nics = [_nic(el) for el in devices.iterfind("interface")]
-        disks = [d for d in (_disk(el) for el in devices.iterfind("disk")) if d is not None]
+    """The rscan fields of one domain from its XML (``virsh dumpxml``), read through the
+    one read model of :mod:`gagent.host.domxml`."""
+    facts = parse_domain(xml)
+    memory = facts.memory_kib
     return Guest(
-        type=root.get("type", ""),
-        name=root.findtext("name", ""),
+        type=facts.virt_type,
+        name=facts.name,
         hypervisor=hypervisor,
-        id=None if raw_id is None or int(raw_id) < 0 else int(raw_id),
-        cpu=cpu,
-        memory=_memory_mib(root.find("memory")),
-        nics=nics,
-        disks=disks,
-        uuid=root.findtext("uuid"),
+        id=facts.id,
+        cpu=facts.vcpus,
+        memory=round(memory / 1024) if memory else None,
+        nics=[Nic(i.kind, i.source, i.mac) for i in facts.interfaces],
+        disks=[d for d in (_disk(ref) for ref in facts.disks) if d is not None],
+        uuid=facts.uuid or None,
         state=state,
     )
 
 
-def _int(text: str | None) -> int | None:
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
-
-
-def _memory_mib(el: Any) -> int | None:
-    if el is None or _int(el.text) is None:
-        return None
-    scale = _UNITS.get((el.get("unit") or "KiB").lower(), 1024)
-    return round(int(el.text) * scale / _MIB)
-
-
-def _nic(el: Any) -> Nic:
-    kind = el.get("type", "")
-    source = el.find("source")
-    name = None
-    if source is not None:
-        name = (
-            source.get("bridge")
-            or source.get("network")
-            or source.get("dev")
-            or source.get("path")
-            or source.get("address")
-        )
-    mac = el.find("mac")
-    return Nic(kind, name, None if mac is None else mac.get("address"))
-
-
-def _disk(el: Any) -> Disk | None:
-    kind = el.get("type", "file")
-    source = el.find("source")
-    if source is None:
-        return None  # an empty CD-ROM drive
-    if kind == "network":
-        name = source.get("name") or ""
-        protocol = source.get("protocol")
-        path = f"{protocol}:{name}" if protocol else name
-    elif kind == "volume":
-        path = f"{source.get('pool', '')}/{source.get('volume', '')}"
+def _disk(ref: DiskRef) -> Disk | None:
+    if ref.kind == "network":
+        name = ref.network_name or ""
+        path = f"{ref.protocol}:{name}" if ref.protocol else name
+    elif ref.kind == "volume":
+        path = f"{ref.pool or ''}/{ref.volume or ''}"
+        path = "" if path == "/" else path
     else:
-        path = source.get("file") or source.get("dev") or source.get("dir") or ""
+        path = ref.path or ""
     if not path:
-        return None
-    target = el.find("target")
-    return Disk(kind, el.get("device", "disk"), path, None if target is None else target.get("dev"))
+        return None  # an empty CD-ROM drive
+    return Disk(ref.kind, ref.device, path, None if ref.target == "?" else ref.target)
