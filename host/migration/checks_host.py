@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from lxml import etree
-
+from ..domxml import parse_xml
 from ..virt import CpuCompatibility, Unsupported
 from .context import MigrationContext
 from .framework import CheckResult, Severity, check
@@ -84,7 +83,7 @@ async def hypervisor_version(ctx: MigrationContext) -> CheckResult:
 
 def _guest_support(capabilities: str) -> set[tuple[str, str]]:
     """(arch, domain type) pairs a host's capabilities offer guests."""
-    root = etree.fromstring(capabilities.encode())
+    root = parse_xml(capabilities, root_tag="capabilities")  # the one hardened parser
     pairs = set()
     for guest in root.iterfind("guest"):
         arch = guest.find("arch")
