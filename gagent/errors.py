@@ -28,8 +28,10 @@
      +-- StoreError              the inventory database failed or refused
      +-- ChannelEditConflict     another edit of the domain's channels held its lock or undid ours
      +-- LocalFileError          a copy could not read or write a file on this side (EACCES...)
+     +-- CommandTimeout          a command's overall deadline (--timeout) passed (the CLI)
      +-- UsageError              bad input from the caller (arguments, JSON, paths)
           +-- SocketPathRefused  a channel's socket path is a file or another domain's socket
+          +-- DomainXmlError     not a well-formed libvirt domain XML (gagent.host.domxml)
 
 This module defines the classes down to HostError, UsageError and
 LocalFileError.  The others live where they are raised (the core imports no

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from gagent.freeze import freeze as freeze_and_hold
 from gagent.freeze import thaw as thaw_and_confirm
 from gagent.host.channel import GAGENT_CHANNEL
 
-from .common import Output, parse_json_object, run_with_deadline
+from .common import Output, parse_json_object, run_command
 from .views import VIEWS
 
 DEFAULT_TIMEOUT = 10.0
@@ -36,6 +37,9 @@ class AgentOptions:
     transport: str = "auto"
     channel: str = GAGENT_CHANNEL
 
+    #: the thaw command to advise, once the target is open (built from the session)
+    retry: str | None = None
+
     @property
     def target(self) -> str:
         return f"domain {self.domain}" if self.domain else (self.socket or "?")
@@ -45,18 +49,18 @@ class AgentOptions:
         if self.socket and self.domain:
             raise UsageError("give either DOMAIN or --socket PATH, not both")
         if self.socket:
+            self.retry = shlex.join(
+                ["gagent", "agent", "--socket", self.socket, "fsfreeze", "thaw"]
+            )
             async with open_agent(self.socket) as agent:
                 yield agent
         elif self.domain:
-            from gagent.host.reach import open_domain_agent  # needs libvirt: import on use
+            from gagent.host.session import open_domain  # needs libvirt: import on use
 
-            async with open_domain_agent(
-                self.domain,
-                uri=self.connect,
-                transport=self.transport,
-                channel_name=self.channel,
-            ) as agent:
-                yield agent
+            async with open_domain(self.domain, uri=self.connect) as session:
+                self.retry = session.thaw_command(self.channel)
+                async with session.agent(self.transport, self.channel) as agent:
+                    yield agent
         else:
             raise UsageError("say which agent to talk to: DOMAIN or --socket PATH")
 
@@ -71,7 +75,7 @@ class AgentOptions:
                 return await func(agent)
 
         timeout = default_timeout if self.timeout is None else self.timeout
-        return run_with_deadline(with_agent, seconds=timeout, target=self.target)
+        return run_command(with_agent, seconds=timeout, target=self.target)
 
 
 pass_options = click.make_pass_decorator(AgentOptions)
@@ -231,7 +235,9 @@ def fsfreeze_freeze(options: AgentOptions, mountpoints: tuple[str, ...]) -> None
     Any failure (no reply, timeout, Ctrl-C, nothing frozen) thaws before exiting.
     """
     record = options.run(
-        lambda agent: freeze_and_hold(agent, list(mountpoints) or None, domain=options.target)
+        lambda agent: freeze_and_hold(
+            agent, list(mountpoints) or None, domain=options.target, retry=options.retry
+        )
     )
     options.output.emit({"frozen": record.frozen}, lambda v: f"froze {v['frozen']} filesystem(s)")
 
@@ -240,7 +246,9 @@ def fsfreeze_freeze(options: AgentOptions, mountpoints: tuple[str, ...]) -> None
 @pass_options
 def fsfreeze_thaw(options: AgentOptions) -> None:
     """Thaw frozen filesystems and confirm with fsfreeze-status."""
-    record = options.run(lambda agent: thaw_and_confirm(agent, domain=options.target))
+    record = options.run(
+        lambda agent: thaw_and_confirm(agent, domain=options.target, retry=options.retry)
+    )
     options.output.emit({"thawed": record.thawed}, lambda v: f"thawed {v['thawed']} filesystem(s)")
 
 

@@ -3,8 +3,11 @@
 * ``timeout(1)`` (SIGTERM) and a dropped session (SIGHUP) in the freeze window
   of a real guest, held open by a slow fsfreeze hook: the guest ends thawed;
 * a hung libvirtd (the test daemon SIGSTOPped): ``--timeout`` holds for agent,
-  status and fsfreeze commands, and ``gagent thaw`` still thaws, through the
-  channel socket of the domain's running QEMU process.
+  status, fsfreeze and snapshot commands, and ``gagent thaw`` still thaws,
+  through the channel socket of the domain's running QEMU process;
+* a snapshot whose libvirt call hangs (libvirtd stopped once the freeze is on
+  its way) and is then stopped by SIGTERM: the guest is thawed at once, and
+  the command says libvirt may still finish a crash-consistent snapshot.
 
 Every fault test asserts the exit code, that the command ended within its
 deadline plus a margin (generous: the machine may be busy), the one-line
@@ -94,8 +97,9 @@ def stopped_libvirtd(libvirt_daemon):
     "command",
     [("agent", "{name}", "-c", "{uri}", "--timeout", "3", "ping"),
      ("status", "{name}", "-c", "{uri}", "--timeout", "3"),
-     ("fsfreeze", "status", "{name}", "-c", "{uri}", "--timeout", "3")],
-    ids=["agent-ping", "status", "fsfreeze-status"],
+     ("fsfreeze", "status", "{name}", "-c", "{uri}", "--timeout", "3"),
+     ("snapshot", "create", "{name}", "never", "-c", "{uri}", "--timeout", "3")],
+    ids=["agent-ping", "status", "fsfreeze-status", "snapshot-create"],
 )  # fmt: skip
 async def test_a_hung_libvirtd_cannot_outlive_the_timeout(main_domain, stopped_libvirtd, command):
     argv = [w.format(name=main_domain.name, uri=main_domain.uri) for w in command]
@@ -132,3 +136,67 @@ async def test_emergency_thaw_goes_around_a_hung_libvirtd(
         if await _status(sock) is FsfreezeStatus.FROZEN:
             async with open_agent(sock) as agent:
                 await agent.fsfreeze_thaw()
+
+
+HOOK_LOG = "/run/gagent-e2e-slow-hook.log"  # tmpfs: never frozen
+MARKED_HOOK = f"""#!/bin/sh
+echo "$1" >>{HOOK_LOG}
+[ "$1" != freeze ] || sleep 3
+"""
+
+
+async def test_sigterm_while_libvirts_snapshot_call_hangs_thaws_at_once(
+    systemd_domain, libvirt_daemon
+):
+    name, uri, sock = systemd_domain.name, systemd_domain.uri, systemd_domain.socket_path
+    overlay = f"/tmp/gagent-e2e-hung-{os.getpid()}.qcow2"
+    with trio.fail_after(60):
+        async with open_agent(sock) as agent:
+            await _sh(
+                agent,
+                f"rm -f {HOOK_LOG}; cat >{HOOK} <<'EOF'\n{MARKED_HOOK}EOF\nchmod 755 {HOOK}",
+            )
+    from gagent.host.session import open_domain_agent
+
+    argv = [GAGENT, "snapshot", "create", name, "hung", "-c", uri, "--no-metadata",
+            "--disk", f"vda={overlay}", "--timeout", "120"]  # fmt: skip
+    proc = await trio.to_thread.run_sync(
+        lambda: subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    )
+    stopped = False
+    try:
+        # once the hook runs, gagent has read the domain and sent the freeze: from now on
+        # libvirtd is only needed for the snapshot call itself, which will hang
+        with trio.fail_after(60):
+            async with open_domain_agent(name, uri=uri, transport="libvirt") as other:
+                for _poll in range(600):
+                    hook_log = await run_program(other, ["cat", HOOK_LOG])
+                    if "freeze" in hook_log.stdout.decode():
+                        break
+                    await trio.sleep(0.1)
+        os.kill(libvirt_daemon.pid, signal.SIGSTOP)
+        stopped = True
+        await trio.sleep(3 + 2)  # the hook's sleep, then the freeze holds for libvirt's call
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = await trio.to_thread.run_sync(lambda: proc.communicate(timeout=60))
+        took = time.monotonic() - sent
+        assert proc.returncode == 143, err
+        assert took < MARGIN, took  # not the 60 s of --snapshot-timeout
+        lines = err.strip().splitlines()
+        assert lines[-1] == "gagent: interrupted by SIGTERM", err
+        warning = next(line for line in lines if "libvirt may still finish" in line)
+        assert "interrupted while libvirt was creating snapshot hung" in warning
+        assert "thawed at once (confirmed)" in warning and "CRASH-CONSISTENT" in warning
+        assert await _status(sock) is FsfreezeStatus.THAWED  # libvirtd still stopped
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if stopped:
+            os.kill(libvirt_daemon.pid, signal.SIGCONT)
+        with trio.fail_after(60):
+            async with open_agent(sock) as agent:
+                if await agent.fsfreeze_status() is FsfreezeStatus.FROZEN:
+                    await agent.fsfreeze_thaw()
+                await _sh(agent, f"rm -f {HOOK} {HOOK_LOG}")
