@@ -33,7 +33,9 @@ from gagent.guest.wire import (
     new_nonce,
 )
 
-from .channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL, list_channels
+from .channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
+from .domxml import parse_channels
+from .reach import Advice, plain_advice
 from .session import open_domain
 from .virt import DomainState
 
@@ -81,31 +83,40 @@ class ProbeResult:
         }
 
 
-def probe_route(domain: str, state: DomainState, live_xml: str, name: str) -> str:
-    """The socket path of channel ``name`` of a running domain (pure: no I/O)."""
+def probe_route(
+    domain: str, state: DomainState, live_xml: str, name: str, advice: Advice | None = None
+) -> str:
+    """The socket path of channel ``name`` of a running domain (pure: no I/O).
+
+    ``advice`` builds the commands the errors name (the domain session passes itself).
+    """
+    advice = advice or plain_advice(domain)
+    named = ("--name", name)
     if not state.is_active or state is DomainState.PAUSED:
         verb = "resume" if state is DomainState.PAUSED else "start"
         raise AgentUnavailable(
             f"domain {domain} is {state.value}: nothing in it can answer a probe",
-            hint=f"{verb} it first (virsh {verb} {domain})",
+            hint=f"{verb} it first: {advice.virsh(verb)}",
         )
     if name == LIBVIRT_AGENT_CHANNEL:
         raise UsageError(
             f"{LIBVIRT_AGENT_CHANNEL} belongs to libvirt, which holds its socket: "
             "probe a channel of gagent's own"
         )
-    channel = next((c for c in list_channels(live_xml) if c.name == name), None)
+    channel = next((c for c in parse_channels(live_xml) if c.name == name), None)
     if channel is None:
         raise AgentUnavailable(
             f"domain {domain} has no channel named {name}",
-            hint=f"add one: gagent channel add {domain} --name {name}",
+            hint="add one: " + advice.command("channel", "add", options=named),
         )
     if channel.kind != "unix" or not channel.path:
         raise AgentUnavailable(
             f"channel {name} of domain {domain} is not a unix socket with a path "
             f"(type {channel.kind})",
-            hint=f"recreate it: gagent channel remove {domain} --name {name} && "
-            f"gagent channel add {domain} --name {name}",
+            hint="recreate it: "
+            + advice.command("channel", "remove", options=named)
+            + " && "
+            + advice.command("channel", "add", options=named),
         )
     return channel.path
 
@@ -233,7 +244,7 @@ async def probe_domain(
 ) -> ProbeResult:
     """Probe channel ``name`` of the running domain ``ref`` (by name, UUID or ID)."""
     async with open_domain(ref, uri=uri) as session:
-        path = probe_route(session.name, session.state, session.xml, name)
+        path = probe_route(session.name, session.state, session.xml, name, advice=session)
         channel = session.facts.channel(name)
         if channel is not None and channel.state == "disconnected":
             on_event(f"{name} is closed in the guest (nothing has the port open yet)")

@@ -45,6 +45,11 @@ class _PlainAdvice:
         return shlex.join(["virsh", verb, self.domain])
 
 
+def plain_advice(domain: str) -> Advice:
+    """Advice for a caller that has no domain session: the domain as named, no URI."""
+    return _PlainAdvice(domain)
+
+
 class Transport(enum.StrEnum):
     AUTO = "auto"
     SOCKET = "socket"
@@ -79,7 +84,7 @@ def choose_route(
     ``advice`` builds the commands the errors name (the domain session passes
     itself, so they carry the real URI).
     """
-    advice = advice or _PlainAdvice(domain)
+    advice = advice or plain_advice(domain)
     named = ("--name", channel_name)
     if not state.is_active:
         raise AgentUnavailable(
