@@ -81,8 +81,7 @@ async def _libvirt_report() -> list[str]:
 
     lines: list[str] = []
     with trio.fail_after(DEMO_TIMEOUT):
-        hypervisor = await open_hypervisor(DEFAULT_URI)
-        try:
+        async with await open_hypervisor(DEFAULT_URI) as hypervisor:
             rows = []
             for domain in await hypervisor.domains():
                 rows.append((domain.name, (await domain.state()).value, domain.uuid))
@@ -95,8 +94,6 @@ async def _libvirt_report() -> list[str]:
                 lines.append(f"gagent channel add {first.name} --dry-run:")
                 lines.append(result.diff.rstrip())
                 lines.append(str(result))
-        finally:
-            await hypervisor.close()
     return lines
 
 
