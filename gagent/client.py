@@ -17,10 +17,8 @@ a late reply to the abandoned command is never taken for the next one's.
 
 from __future__ import annotations
 
-import errno
 import os
 import random
-import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,7 +26,8 @@ from typing import Any
 import trio
 
 from .commands import AgentCommands
-from .errors import AgentTarget, AgentUnavailable, ConnectionLost, ProtocolError, error_from_reply
+from .errors import AgentTarget, ConnectionLost, ProtocolError, error_from_reply
+from .exchange import connect_error, resync
 from .protocol import (
     DEFAULT_MAX_REPLY_SIZE,
     NEED_DATA,
@@ -46,9 +45,6 @@ _RECEIVE_SIZE = 256 * 1024
 #: How long a no-reply command (guest-shutdown, guest-suspend-*) waits for an
 #: error reply before silence counts as success.
 NO_REPLY_GRACE = 1.0
-#: Syncs in a row that may be followed by unrequested data before giving up
-#: (a peer that never stops talking must not make us loop forever).
-_SYNC_ATTEMPTS = 3
 
 
 class Agent(AgentCommands):
@@ -174,24 +170,7 @@ class Agent(AgentCommands):
     # ------------------------------------------------------------------ internals
 
     async def _sync_locked(self) -> None:
-        for _ in range(_SYNC_ATTEMPTS):
-            sync_id = self._random.randrange(1, 2**31)
-            try:
-                await self._send(self._conn.send_sync(sync_id), "guest-sync-delimited")
-                while True:
-                    event = await self._next_event("guest-sync-delimited")
-                    if isinstance(event, SyncReply):
-                        break
-            except BaseException:
-                self._conn.abandon()
-                raise
-            if not self._conn.needs_sync:
-                return
-            # Data followed the sync reply: sync once more to flush it.
-        raise ProtocolError(
-            f"{self.name}: the agent keeps sending unrequested data after each sync reply",
-            command="guest-sync-delimited",
-        )
+        await resync(self._conn, self._send, self._next_event, self._random, self.name)
 
     async def _send_request(self, command: str, arguments: dict[str, Any] | None) -> None:
         data = self._conn.send_command(command, arguments)
@@ -287,50 +266,8 @@ async def connect_unix(path: str | os.PathLike[str]) -> trio.SocketStream:
     path = os.fspath(path)
     try:
         return await trio.open_unix_socket(path)
-    except FileNotFoundError:
-        raise AgentUnavailable(
-            f"no agent socket at {path}",
-            path=path,
-            hint="is the domain running with a gagent channel? see 'gagent channel list'",
-        ) from None
-    except ConnectionRefusedError:
-        # Linux also answers ECONNREFUSED for a path that is not a socket.
-        if not _is_socket(path):
-            raise _not_a_socket(path) from None
-        raise AgentUnavailable(
-            f"nothing is listening on {path}",
-            path=path,
-            hint="the socket is stale: the VM (or qemu-ga in listen mode) is not running",
-        ) from None
-    except PermissionError:
-        raise AgentUnavailable(
-            f"permission denied on {path}",
-            path=path,
-            hint="run as root or as the QEMU user that owns the socket",
-        ) from None
     except OSError as exc:
-        if exc.errno in (errno.ENOTSOCK, errno.EINVAL, errno.ENOTDIR):
-            raise _not_a_socket(path) from None
-        raise AgentUnavailable(
-            f"cannot connect to {path}: {exc.strerror or exc}",
-            path=path,
-            hint="check the path (unix socket paths are limited to 107 bytes)",
-        ) from None
-
-
-def _is_socket(path: str) -> bool:
-    try:
-        return stat.S_ISSOCK(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _not_a_socket(path: str) -> AgentUnavailable:
-    return AgentUnavailable(
-        f"{path} is not a unix socket",
-        path=path,
-        hint="give the path of the agent channel's socket, see 'gagent channel list'",
-    )
+        raise connect_error(path, exc) from None
 
 
 @asynccontextmanager

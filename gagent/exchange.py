@@ -1,0 +1,109 @@
+"""What the trio client and the blocking client share, free of any I/O framework.
+
+Both speak through the sans-IO codec (:mod:`gagent.protocol`); what is left
+between the codec and a socket is written once, here:
+
+* :func:`resync`: the guest-sync-delimited loop, over whatever ``send`` and
+  ``next_event`` the transport provides (awaitables: the trio client's really
+  suspend, the blocking client's do blocking I/O and never suspend);
+* :func:`connect_error`: what an ``OSError`` from connecting to a unix socket
+  means, as an :class:`~gagent.errors.AgentUnavailable` that says what to do.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import stat
+from collections.abc import Awaitable, Callable
+
+from .errors import AgentUnavailable, ProtocolError
+from .protocol import ErrorReply, QGAConnection, Reply, SyncReply
+
+__all__ = ["SYNC_ATTEMPTS", "connect_error", "resync"]
+
+#: Syncs in a row that may be followed by unrequested data before giving up
+#: (a peer that never stops talking must not make us loop forever).
+SYNC_ATTEMPTS = 3
+
+SYNC = "guest-sync-delimited"
+
+
+async def resync(
+    conn: QGAConnection,
+    send: Callable[[bytes, str], Awaitable[None]],
+    next_event: Callable[[str], Awaitable[Reply | ErrorReply | SyncReply]],
+    rng: random.Random,
+    name: str,
+) -> None:
+    """Resynchronise the stream with guest-sync-delimited (a random id each time).
+
+    ``send(data, command)`` writes; ``next_event(command)`` returns the codec's
+    next event, reading as needed (raising ConnectionLost on EOF).  Anything
+    that interrupts the sync abandons it, so the next command syncs again.
+    """
+    for _ in range(SYNC_ATTEMPTS):
+        sync_id = rng.randrange(1, 2**31)
+        try:
+            await send(conn.send_sync(sync_id), SYNC)
+            while True:
+                event = await next_event(SYNC)
+                if isinstance(event, SyncReply):
+                    break
+        except BaseException:
+            conn.abandon()
+            raise
+        if not conn.needs_sync:
+            return
+        # Data followed the sync reply: sync once more to flush it.
+    raise ProtocolError(
+        f"{name}: the agent keeps sending unrequested data after each sync reply", command=SYNC
+    )
+
+
+def connect_error(path: str, exc: OSError) -> AgentUnavailable:
+    """An OSError from connecting to the unix socket ``path``, as advice."""
+    if isinstance(exc, FileNotFoundError):
+        return AgentUnavailable(
+            f"no agent socket at {path}",
+            path=path,
+            hint="is the domain running with a gagent channel? see 'gagent channel list'",
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        # Linux also answers ECONNREFUSED for a path that is not a socket.
+        if not _is_socket(path):
+            return _not_a_socket(path)
+        return AgentUnavailable(
+            f"nothing is listening on {path}",
+            path=path,
+            hint="the socket is stale: the VM (or qemu-ga in listen mode) is not running",
+        )
+    if isinstance(exc, PermissionError):
+        return AgentUnavailable(
+            f"permission denied on {path}",
+            path=path,
+            hint="run as root or as the QEMU user that owns the socket",
+        )
+    if exc.errno in (errno.ENOTSOCK, errno.EINVAL, errno.ENOTDIR):
+        return _not_a_socket(path)
+    return AgentUnavailable(
+        f"cannot connect to {path}: {exc.strerror or exc}",
+        path=path,
+        hint="check the path (unix socket paths are limited to 107 bytes)",
+    )
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _not_a_socket(path: str) -> AgentUnavailable:
+    return AgentUnavailable(
+        f"{path} is not a unix socket",
+        path=path,
+        hint="give the path of the agent channel's socket, see 'gagent channel list'",
+    )
