@@ -85,11 +85,16 @@ class LibvirtAgent(AgentCommands):
         self.name = f"domain {domain.name} (through libvirt)"
 
     async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
-        request = encode_command(command, arguments).decode()
         # Pass the caller's deadline on, so libvirt's own call ends with it.
         timeout = _libvirt_timeout(trio.current_effective_deadline() - trio.current_time())
+        return await self.relay(command, arguments, timeout)
+
+    async def relay(self, command: str, arguments: dict[str, Any] | None, wait_seconds: int) -> Any:
+        """``command`` through ``self.domain.agent_command`` (libvirt waits ``wait_seconds``
+        seconds, -1: its default), its reply or libvirt's error mapped to gagent's."""
+        request = encode_command(command, arguments).decode()
         try:
-            reply = await self.domain.agent_command(request, timeout)
+            reply = await self.domain.agent_command(request, wait_seconds)
         except LibvirtAgentError as exc:
             if command in NO_REPLY_COMMANDS and exc.code == _AGENT_UNRESPONSIVE:
                 return None  # the guest went down: what shutdown/suspend asked for

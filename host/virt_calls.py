@@ -96,9 +96,7 @@ def _error_kind(exc: libvirt.libvirtError) -> type[HostError]:
     return Unsupported if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT else HostError
 
 
-async def call(
-    func: Callable[..., T], *args: Any, doing: str, abandon_on_cancel: bool = True
-) -> T:
+async def call(func: Callable[..., T], *args: Any, doing: str, abandon_on_cancel: bool = True) -> T:
     """``func(*args)`` in a worker thread; a libvirtError becomes a HostError.
 
     libvirt cannot be interrupted, and a hung libvirtd never answers: so a
@@ -183,30 +181,70 @@ async def connect(uri: str | None, *, events: bool, cancellable: bool = True) ->
 
 async def lookup_domain(conn: VirConnect, ref: str, *, uri: str) -> VirDomain:
     """A domain by name, UUID or numeric ID (tried in the order virsh does: ID, UUID, name)."""
+    return await trio.to_thread.run_sync(
+        lambda: find_domain(conn, ref, uri=uri), abandon_on_cancel=True
+    )
 
-    def find() -> VirDomain:
-        if ref.isdigit():
-            try:
-                return conn.lookupByID(int(ref))
-            except libvirt.libvirtError:
-                pass
-        if _looks_like_uuid(ref):
-            try:
-                return conn.lookupByUUIDString(ref)
-            except libvirt.libvirtError:
-                pass
+
+def find_domain(conn: VirConnect, ref: str, *, uri: str) -> VirDomain:
+    """:func:`lookup_domain`, blocking (DomainNotFound, or a HostError)."""
+    if ref.isdigit():
         try:
-            return conn.lookupByName(ref)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                raise DomainNotFound(
-                    f"no domain {ref!r} on {uri} (by name, UUID or ID); see 'virsh list --all'",
-                    code=exc.get_error_code(),
-                    libvirt_message=exc.get_error_message(),
-                ) from None
-            raise _host_error(exc, f"looking up domain {ref!r}") from None
+            return conn.lookupByID(int(ref))
+        except libvirt.libvirtError:
+            pass
+    if _looks_like_uuid(ref):
+        try:
+            return conn.lookupByUUIDString(ref)
+        except libvirt.libvirtError:
+            pass
+    try:
+        return conn.lookupByName(ref)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            raise DomainNotFound(
+                f"no domain {ref!r} on {uri} (by name, UUID or ID); see 'virsh list --all'",
+                code=exc.get_error_code(),
+                libvirt_message=exc.get_error_message(),
+            ) from None
+        raise _host_error(exc, f"looking up domain {ref!r}") from None
 
-    return await trio.to_thread.run_sync(find, abandon_on_cancel=True)
+
+# ------------------------------------------ blocking calls (gagent.sync)
+
+
+def read_domain_blocking(uri: str | None, ref: str) -> tuple[VirConnect, VirDomain, str, int, str]:
+    """(connection, domain, the connection's URI, state code, XML) in one go, blocking.
+
+    The least libvirt work that finds a domain's agent: connect, look up, state,
+    XML (live when running).  The caller runs it in a thread of its own to bound it.
+    """
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise _host_error(exc, f"cannot connect to {uri or 'the default hypervisor'}") from None
+    try:
+        actual_uri = conn.getURI()
+        dom = find_domain(conn, ref, uri=actual_uri)
+        code, _reason = dom.state()
+        active = code in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED,
+                          libvirt.VIR_DOMAIN_PAUSED)  # fmt: skip
+        xml = dom.XMLDesc(0 if active else libvirt.VIR_DOMAIN_XML_INACTIVE)
+    except libvirt.libvirtError as exc:
+        conn.close()
+        raise _host_error(exc, f"reading domain {ref!r}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn, dom, actual_uri, code, xml
+
+
+def agent_command_blocking(dom: VirDomain, request: str, wait_seconds: int, *, doing: str) -> str:
+    """libvirt_qemu.qemuAgentCommand, blocking, failing with LibvirtAgentError."""
+    try:
+        return libvirt_qemu.qemuAgentCommand(dom, request, wait_seconds, 0)
+    except libvirt.libvirtError as exc:
+        raise _host_error(exc, doing, LibvirtAgentError) from None
 
 
 def _looks_like_uuid(text: str) -> bool:

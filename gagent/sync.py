@@ -1,0 +1,497 @@
+"""The synchronous API: the same typed commands, for scripts without an event loop.
+
+::
+
+    import gagent.sync
+
+    with gagent.sync.open_agent("/run/vm1-agent.sock", timeout=5) as agent:
+        print(agent.osinfo().pretty_name)
+
+    with gagent.sync.open_domain_agent("vm1", uri="qemu:///system") as agent:
+        print(agent.host_name())
+
+There is one command layer: :class:`~gagent.commands.AgentCommands`, whose
+async methods only await ``self.execute``.  Here they run over
+:class:`BlockingAgent`, whose ``execute`` does blocking socket I/O through the
+same sans-IO codec as the trio client (and the same resync loop,
+:mod:`gagent.exchange`); :func:`run_blocking` drives such a coroutine to its
+end without an event loop, since nothing in it ever suspends.  So every command
+returns the same dataclasses and raises the same errors as the async API.
+
+Deadlines: a sync caller has no cancel scope, so every call of a
+:class:`SyncAgent` method gets ``timeout`` seconds (the argument of
+``open_agent``; :attr:`SyncAgent.timeout` changes it), spent on the socket's
+reads and writes; when it passes, :class:`AgentTimeout` is raised and the next
+call resynchronises first (a late reply is never taken for the next one's).
+
+This module imports no trio: ``open_agent`` on a socket runs on the standard
+library alone.  :func:`frozen` (which builds on gagent.freeze's errors) and
+:func:`open_domain_agent` (libvirt) import more, when used.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import random
+import signal
+import socket
+import threading
+import time
+from collections.abc import Coroutine, Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .commands import AgentCommands
+from .errors import (
+    AgentError,
+    AgentTarget,
+    AgentUnavailable,
+    CommandUnavailable,
+    ConnectionLost,
+    FrozenStateViolation,
+    GagentError,
+    ProtocolError,
+    error_from_reply,
+)
+from .exchange import connect_error, resync
+from .protocol import (
+    DEFAULT_MAX_REPLY_SIZE,
+    NEED_DATA,
+    NO_REPLY_COMMANDS,
+    Closed,
+    ErrorReply,
+    QGAConnection,
+    Reply,
+    SyncReply,
+)
+
+if TYPE_CHECKING:
+    from .freeze import FreezeRecord
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "AgentTimeout",
+    "BlockingAgent",
+    "SyncAgent",
+    "frozen",
+    "open_agent",
+    "open_domain_agent",
+    "run_blocking",
+]
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 10.0
+_RECEIVE_SIZE = 256 * 1024
+#: How long a no-reply command (guest-shutdown, guest-suspend-*) waits for an
+#: error reply before silence counts as success (as the trio client).
+NO_REPLY_GRACE = 1.0
+
+
+class AgentTimeout(GagentError, TimeoutError):
+    """No answer within the call's ``timeout`` (the next call resynchronises first)."""
+
+
+class StillSuspended(RuntimeError):
+    """A coroutine driven by :func:`run_blocking` awaited something that needs an event loop."""
+
+
+def run_blocking(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to its end without an event loop.
+
+    Works for coroutines that never really suspend: the typed commands over a
+    blocking transport.  One that does (it awaited trio or asyncio) is closed
+    and :class:`StillSuspended` raised: that is a bug, never a silent hang.
+    """
+    try:
+        yielded = coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise StillSuspended(
+        f"{coro.__qualname__} suspended on {yielded!r}: it needs an event loop "
+        "(use the async API, gagent.open_agent, under trio)"
+    )
+
+
+# ------------------------------------------------------------------ transport
+
+
+class BlockingAgent(AgentCommands):
+    """The typed commands over a connected blocking unix socket.
+
+    ``execute`` is ``async`` only to fit :class:`AgentCommands`: it does its
+    I/O blocking, within :attr:`deadline` (``time.monotonic()``; None: none).
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        max_reply_size: int = DEFAULT_MAX_REPLY_SIZE,
+        name: str | None = None,
+    ):
+        super().__init__()
+        self.sock = sock
+        self.name = name or "agent"
+        self.deadline: float | None = None
+        #: The socket's path, when there is one to connect to again (:meth:`reopen`).
+        self.path: str | None = None
+        self._conn = QGAConnection(max_reply_size=max_reply_size)
+        self._random = random.Random()
+
+    @property
+    def max_reply_size(self) -> int:
+        return self._conn.max_reply_size
+
+    @property
+    def in_sync(self) -> bool:
+        return not self._conn.needs_sync
+
+    async def sync(self) -> None:
+        await resync(self._conn, self._send, self._next_event, self._random, self.name)
+
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        conn = self._conn
+        if conn.needs_sync:
+            await self.sync()
+        data = conn.send_command(command, arguments)
+        try:
+            await self._send(data, command)
+            if command in NO_REPLY_COMMANDS:
+                return self._no_reply(command, arguments)
+            event = await self._next_event(command)
+        except BaseException:
+            conn.abandon()  # whatever reply is still coming belongs to no one
+            raise
+        if type(event) is Reply:
+            return event.value
+        if type(event) is ErrorReply:
+            raise error_from_reply(command, event.error, arguments=arguments)
+        conn.abandon()
+        raise ProtocolError(f"unexpected {event!r} in reply to {command}", command=command)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def reopen(self) -> None:
+        """Connect to :attr:`path` again (the connection was lost; the freeze state is
+        qemu-ga's, not the connection's); the next command syncs first."""
+        if self.path is None:
+            raise ConnectionLost(f"{self.name}: no socket path to connect to again")
+        sock = connect_unix(self.path, self._remaining("connect"))
+        self.sock.close()
+        self.sock = sock
+        self._conn = QGAConnection(max_reply_size=self._conn.max_reply_size)
+
+    # ------------------------------------------------------------ internals
+
+    def _no_reply(self, command: str, arguments: dict[str, Any] | None) -> None:
+        """Success is silence for a grace period, or the agent going away."""
+        deadline = self.deadline
+        grace_end = time.monotonic() + NO_REPLY_GRACE
+        self.deadline = grace_end if deadline is None else min(deadline, grace_end)
+        try:
+            event = run_blocking(self._next_event(command))
+        except (AgentTimeout, ConnectionLost):
+            self._conn.command_done_without_reply()
+            return None
+        finally:
+            self.deadline = deadline
+        if type(event) is ErrorReply:
+            raise error_from_reply(command, event.error, arguments=arguments)
+        return None  # an unexpected success reply is still success
+
+    def _remaining(self, command: str) -> float | None:
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise AgentTimeout(f"{self.name}: no answer to {command} in time")
+        return left
+
+    async def _send(self, data: bytes, command: str) -> None:
+        try:
+            self.sock.settimeout(self._remaining(command))
+            self.sock.sendall(data)
+        except TimeoutError:
+            raise AgentTimeout(f"{self.name}: could not send {command} in time") from None
+        except OSError as exc:
+            raise ConnectionLost(
+                f"{self.name}: could not send {command}: {exc}", command=command
+            ) from exc
+
+    async def _next_event(self, command: str) -> Reply | ErrorReply | SyncReply:
+        conn = self._conn
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                try:
+                    self.sock.settimeout(self._remaining(command))
+                    data = self.sock.recv(_RECEIVE_SIZE)
+                except TimeoutError:
+                    raise AgentTimeout(f"{self.name}: no answer to {command} in time") from None
+                except OSError as exc:
+                    raise ConnectionLost(
+                        f"{self.name}: connection lost waiting for the reply to {command}: {exc}",
+                        command=command,
+                    ) from exc
+                conn.receive_data(data)
+                continue
+            if isinstance(event, Closed):
+                raise ConnectionLost(
+                    f"{self.name}: the agent closed the connection before answering {command}",
+                    command=command,
+                )
+            return event  # type: ignore[return-value]
+
+
+def connect_unix(path: str | os.PathLike[str], timeout: float | None) -> socket.socket:
+    """A connected blocking unix socket; AgentUnavailable (with advice) when it is not."""
+    path = os.fspath(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+    except TimeoutError:
+        sock.close()
+        raise AgentTimeout(f"connecting to {path} took longer than {timeout:g}s") from None
+    except OSError as exc:
+        sock.close()
+        raise connect_error(path, exc) from None
+    return sock
+
+
+# ------------------------------------------------------------------ the facade
+
+
+class SyncAgent:
+    """Every typed command of :class:`~gagent.commands.AgentCommands`, as a plain call.
+
+    The methods are made from AgentCommands' own (see the bottom of this
+    module), so they cannot drift from the async API.  ``commands`` is the
+    transport underneath (its ``frozen``, ``target``, ``name``...).
+    """
+
+    def __init__(self, commands: AgentCommands, timeout: float | None = DEFAULT_TIMEOUT):
+        self.commands = commands
+        #: Seconds each call may take (None or 0: no bound).
+        self.timeout = timeout
+
+    @property
+    def name(self) -> str:
+        return getattr(self.commands, "name", "agent")
+
+    @property
+    def frozen(self) -> bool:
+        return self.commands.frozen
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Drive one coroutine of ``commands`` to its end within ``timeout`` (default: ours)."""
+        seconds = self.timeout if timeout is None else timeout
+        self.commands.deadline = time.monotonic() + seconds if seconds else None  # type: ignore[attr-defined]
+        try:
+            return run_blocking(coro)
+        finally:
+            self.commands.deadline = None  # type: ignore[attr-defined]
+
+    def sync(self) -> None:
+        self.run(self.commands.sync())  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        close = getattr(self.commands, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> SyncAgent:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _blocking(name: str, method: Any) -> Any:
+    @functools.wraps(method)
+    def call(self: SyncAgent, *args: Any, **kwargs: Any) -> Any:
+        return self.run(getattr(self.commands, name)(*args, **kwargs))
+
+    return call
+
+
+for _name, _method in vars(AgentCommands).items():
+    if not _name.startswith("_") and inspect.iscoroutinefunction(_method):
+        setattr(SyncAgent, _name, _blocking(_name, _method))
+
+
+@contextmanager
+def open_agent(
+    path: str | os.PathLike[str],
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    sync: bool = True,
+    max_reply_size: int = DEFAULT_MAX_REPLY_SIZE,
+) -> Iterator[SyncAgent]:
+    """Connect to an agent's unix socket, sync, and close it when the block ends.
+
+    ``timeout`` bounds the connect, the sync and then each call (None: none).
+    """
+    sock = connect_unix(path, timeout or None)
+    transport = BlockingAgent(sock, max_reply_size=max_reply_size, name=os.fspath(path))
+    transport.target = AgentTarget.for_socket(path)
+    transport.path = os.fspath(path)
+    agent = SyncAgent(transport, timeout)
+    try:
+        if sync:
+            agent.sync()
+        yield agent
+    finally:
+        transport.close()
+
+
+@contextmanager
+def open_domain_agent(
+    ref: str,
+    *,
+    uri: str | None = None,
+    transport: str = "auto",
+    channel_name: str | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> Iterator[SyncAgent]:
+    """The typed commands for a libvirt domain (name, UUID or ID), blocking.
+
+    The route is chosen as ``gagent agent DOMAIN`` chooses it (``transport``:
+    auto, socket or libvirt); ``timeout`` bounds libvirt's calls and then each
+    command.  Needs libvirt-python (gagent[host]).
+    """
+    from gagent.host.sync_domain import open_domain_agent as open_it
+
+    with open_it(
+        ref, uri=uri, transport=transport, channel_name=channel_name, timeout=timeout
+    ) as agent:
+        yield agent
+
+
+# ------------------------------------------------------------------ freezing
+
+
+@contextmanager
+def frozen(
+    agent: SyncAgent,
+    mountpoints: Iterable[str] | None = None,
+    *,
+    freeze_timeout: float = 30.0,
+    thaw_timeout: float = 15.0,
+    allow_nothing_frozen: bool = False,
+    domain: str | None = None,
+) -> Iterator[FreezeRecord]:
+    """Freeze, run the block, always thaw and confirm (as gagent.freeze.frozen).
+
+    The thaw runs however the block ends: an exception, a timeout, a lost
+    freeze reply (the guest may have frozen anyway), Ctrl-C. While it runs,
+    SIGINT is held back (in the main thread) and re-raised afterwards, so a
+    second Ctrl-C cannot skip it.  A thaw that cannot be confirmed raises
+    :class:`~gagent.freeze.ThawUnconfirmed` naming the command to run.
+    """
+    from . import freeze as f  # the same record and errors as the async API
+
+    record = f.FreezeRecord(domain=domain, mountpoints=f._mountpoint_list(mountpoints))
+    commands = agent.commands
+    retry = commands.target.thaw_command() if commands.target else f.retry_command(domain)
+    if commands.frozen:
+        raise f.AlreadyFrozen(domain, retry)
+    command = f.FREEZE if record.mountpoints is None else f.FREEZE_LIST
+    for needed in (command, f.THAW, f.STATUS):  # never freeze what cannot be thawed
+        agent.run(commands.require(needed), freeze_timeout)
+    nothing = False
+    try:
+        record._sent_at = time.monotonic()
+        try:
+            record.frozen = agent.run(commands.fsfreeze_freeze(record.mountpoints), freeze_timeout)
+        except (AgentError, CommandUnavailable, FrozenStateViolation):
+            record._sent_at = None  # answered, or never sent: nothing was frozen
+            raise
+        record._frozen_at = time.monotonic()
+        if record.frozen == 0 and not allow_nothing_frozen:
+            nothing = True
+        else:
+            yield record
+    finally:
+        if record.sent:
+            with _sigint_held_back():
+                _thaw(agent, record, thaw_timeout, retry)
+    if nothing:
+        raise f._nothing_frozen(record)
+
+
+def _thaw(agent: SyncAgent, record: FreezeRecord, thaw_timeout: float, retry: str) -> None:
+    from . import freeze as f
+
+    commands = agent.commands
+    reasons: list[str] = []
+    end = time.monotonic() + thaw_timeout
+    for attempt in range(1, f.THAW_ATTEMPTS + 1):
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        per_attempt = left / (f.THAW_ATTEMPTS - attempt + 1)
+        try:
+            sent_at = time.monotonic()
+            try:
+                record.thawed = agent.run(commands.call(f.THAW, check=False), per_attempt)
+            finally:
+                commands.forget_info()
+            thawed_at = time.monotonic()
+            commands.frozen = False
+            record.thaw_attempts = attempt
+            record.thaw_ms = (thawed_at - sent_at) * 1000
+            if record._frozen_at is not None:
+                record.window_ms = (thawed_at - record._frozen_at) * 1000
+            if record._sent_at is not None:
+                record.max_window_ms = (thawed_at - record._sent_at) * 1000
+            status = agent.run(commands.call(f.STATUS, check=False), per_attempt)
+            if status == "thawed":
+                record.confirmed = True
+                return
+            reasons.append("guest-fsfreeze-status still said frozen after the thaw")
+        except AgentTimeout:
+            reasons.append(f"attempt {attempt}: no answer within {per_attempt:.3g}s")
+        except GagentError as exc:
+            reasons.append(f"attempt {attempt}: {exc}")
+            if isinstance(exc, ConnectionLost | AgentUnavailable):
+                if not _reopened(agent):
+                    break  # the connection is gone: 'retry' is the way out
+    raise f.ThawUnconfirmed(record.domain, retry, reasons, record)
+
+
+def _reopened(agent: SyncAgent) -> bool:
+    """Connect again for the next thaw attempt, when the transport can."""
+    reopen = getattr(agent.commands, "reopen", None)
+    if reopen is None:
+        return False
+    try:
+        agent.run(_call(reopen))
+    except GagentError:
+        return False
+    return True
+
+
+async def _call(func: Any) -> None:
+    func()
+
+
+@contextmanager
+def _sigint_held_back() -> Iterator[None]:
+    """Hold SIGINT until the block is done, then raise KeyboardInterrupt (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt

@@ -1,0 +1,199 @@
+"""``gagent.sync.open_domain_agent``: a domain's agent for synchronous callers.
+
+The least libvirt work that reaches the agent: connect, look the domain up,
+read its state and XML (:func:`gagent.host.virt_calls.read_domain_blocking`,
+one thread), choose the route exactly as the domain session does
+(:func:`gagent.host.reach.choose_route`), then
+
+* gagent's channel: close the libvirt connection and talk on the socket with
+  the blocking client (:class:`gagent.sync.BlockingAgent`);
+* libvirt's channel: relay each command through qemuAgentCommand, with the
+  reply and error mapping of :class:`~gagent.host.libvirt_agent.LibvirtAgent`
+  (:meth:`~gagent.host.libvirt_agent.LibvirtAgent.relay`).
+
+libvirt-python blocks and cannot be interrupted, so each libvirt call runs in
+a daemon thread that the caller waits for only until its deadline: a hung
+libvirtd ends in :class:`gagent.sync.AgentTimeout` on time (the thread finishes
+by itself, or with the process).
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from gagent.errors import AgentTarget
+from gagent.sync import (
+    DEFAULT_TIMEOUT,
+    AgentTimeout,
+    BlockingAgent,
+    SyncAgent,
+    connect_unix,
+)
+
+from .channel import GAGENT_CHANNEL
+from .libvirt_agent import LibvirtAgent
+from .reach import AgentRoute, Transport, choose_route
+from .virt_calls import VirConnect, VirDomain, agent_command_blocking, read_domain_blocking
+from .virt_types import DomainState, resolve_uri
+
+__all__ = ["BlockingLibvirtAgent", "open_domain_agent"]
+
+T = TypeVar("T")
+
+#: How long closing a libvirt connection may take (a hung libvirtd never acknowledges it).
+CLOSE_TIMEOUT = 2.0
+
+
+def within(seconds: float | None, func: Callable[[], T], doing: str) -> T:
+    """``func()`` in a daemon thread, waited for at most ``seconds`` (None: no bound)."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, func()))
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append((False, exc))
+
+    worker = threading.Thread(target=run, name=f"gagent: {doing}", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if not outcome:
+        raise AgentTimeout(f"libvirt did not answer within {seconds:g}s ({doing})")
+    ok, value = outcome[0]
+    if ok:
+        return value
+    raise value
+
+
+def _left(deadline: float | None, doing: str) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise AgentTimeout(f"the deadline passed before {doing}")
+    return left
+
+
+class _Advice:
+    """The exact commands for this domain on this connection (as DomainSession builds them)."""
+
+    def __init__(self, name: str, uri: str):
+        self.name, self.uri = name, uri
+
+    def command(self, *words: str, options: tuple[str, ...] = ()) -> str:
+        return shlex.join(["gagent", *words, self.name, "-c", self.uri, *options])
+
+    def virsh(self, verb: str) -> str:
+        return shlex.join(["virsh", "-c", self.uri, verb, self.name])
+
+    def thaw_command(self, channel: str) -> str:
+        options = () if channel == GAGENT_CHANNEL else ("--channel", channel)
+        return self.command("thaw", options=options)
+
+
+class _BlockingDomain:
+    """What LibvirtAgent.relay needs of a domain: its name and a (blocking) agent_command."""
+
+    def __init__(self, dom: VirDomain, name: str):
+        self.dom, self.name = dom, name
+        #: how long the caller waits for libvirt's answer (None: as long as libvirt takes)
+        self.wait: float | None = None
+
+    async def agent_command(self, request: str, wait_seconds: int) -> str:
+        doing = f"agent command through libvirt on {self.name}"
+        return within(
+            self.wait,
+            lambda: agent_command_blocking(self.dom, request, wait_seconds, doing=doing),
+            doing,
+        )
+
+
+class BlockingLibvirtAgent(LibvirtAgent):
+    """LibvirtAgent's relay, blocking, within :attr:`deadline` (``time.monotonic()``)."""
+
+    def __init__(self, dom: VirDomain, name: str):
+        super().__init__(_BlockingDomain(dom, name))  # type: ignore[arg-type]
+        self.deadline: float | None = None
+
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        left = _left(self.deadline, command)
+        self.domain.wait = left  # type: ignore[attr-defined]
+        # libvirt's own wait ends with ours (-1: libvirt's default)
+        return await self.relay(command, arguments, -1 if left is None else max(1, math.ceil(left)))
+
+
+def _close(conn: VirConnect) -> None:
+    try:
+        within(CLOSE_TIMEOUT, conn.close, "closing the connection")
+    except Exception:  # closing is best effort: the process may be about to exit anyway
+        pass
+
+
+@contextmanager
+def open_domain_agent(
+    ref: str,
+    *,
+    uri: str | None = None,
+    transport: Transport | str = Transport.AUTO,
+    channel_name: str | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> Iterator[SyncAgent]:
+    """See :func:`gagent.sync.open_domain_agent`."""
+    channel_name = channel_name or GAGENT_CHANNEL
+    deadline = time.monotonic() + timeout if timeout else None
+    conn, dom, actual_uri, code, xml = within(
+        _left(deadline, f"reading domain {ref}"),
+        lambda: read_domain_blocking(resolve_uri(uri), ref),
+        f"reading domain {ref}",
+    )
+    try:
+        name = dom.name()  # libvirt keeps it: no call to the daemon
+        advice = _Advice(name, actual_uri)
+        state = DomainState.from_libvirt(code)
+        route = choose_route(
+            name,
+            state,
+            xml if state.is_active else "",
+            transport=Transport(transport),
+            channel_name=channel_name,
+            advice=advice,
+        )
+        target = AgentTarget(name, actual_uri, thaw=advice.thaw_command(channel_name))
+        if route.transport is Transport.SOCKET:
+            _close(conn)  # the socket route needs libvirt no more
+            conn = None
+            agent = _socket_agent(route, name, deadline, timeout)
+        else:
+            relay = BlockingLibvirtAgent(dom, name)
+            agent = SyncAgent(relay, timeout)
+            left = _left(deadline, "the first ping")
+            agent.run(relay.ping(), left)  # fail early, with libvirt's reason
+        agent.commands.target = target
+        with agent:
+            yield agent
+    finally:
+        if conn is not None:
+            _close(conn)
+
+
+def _socket_agent(
+    route: AgentRoute, name: str, deadline: float | None, timeout: float | None
+) -> SyncAgent:
+    assert route.socket_path is not None
+    sock = connect_unix(route.socket_path, _left(deadline, "connecting"))
+    transport = BlockingAgent(sock, name=route.describe(name))
+    transport.path = route.socket_path
+    agent = SyncAgent(transport, timeout)
+    try:
+        left = _left(deadline, "the first sync")
+        agent.run(transport.sync(), left)
+    except BaseException:
+        transport.close()
+        raise
+    return agent

@@ -1,0 +1,448 @@
+"""gagent.sync: the typed commands without an event loop, against the real qemu-ga on this
+host (every typed command compared with the async API), a scripted fake agent for the
+freeze (qemu-ga on the host must never freeze it) and libvirt's test driver for domains."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import json
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from fakeagent import Disconnect, Fail, FakeAgent, Silence, fake_unix_socket
+
+import gagent
+import gagent.sync
+from gagent.commands import AgentCommands
+from gagent.errors import AgentError, AgentUnavailable, GagentError
+from gagent.freeze import ThawUnconfirmed
+from gagent.localagent import BLOCKED_RPCS, local_qemu_ga
+
+#: Also blocked for the comparison: a thaw on the host is not the test's to send.
+EXTRA_BLOCKED = ("guest-fsfreeze-thaw",)
+HANDLE = object()  # stands for the handle this side's file_open returned
+
+
+def plan(path: Path) -> list[tuple[str, tuple[Any, ...]]]:
+    """Every typed command once, with arguments that are harmless on the host."""
+    return [
+        ("execute", ("guest-get-host-name",)),
+        ("call", ("guest-get-timezone",)),
+        ("require", ("guest-get-osinfo",)),
+        ("freeze_state", ()),
+        ("ensure_thawed", ()),
+        ("ping", ()),
+        ("info", ()),
+        ("osinfo", ()),
+        ("host_name", ()),
+        ("users", ()),
+        ("timezone", ()),
+        ("time", ()),
+        ("set_time", ()),
+        ("network_interfaces", ()),
+        ("vcpus", ()),
+        ("set_vcpus", ([],)),
+        ("memory_blocks", ()),
+        ("set_memory_blocks", ([],)),
+        ("memory_block_info", ()),
+        ("cpustats", ()),
+        ("devices", ()),
+        ("fsinfo", ()),
+        ("disks", ()),
+        ("diskstats", ()),
+        ("fstrim", ()),
+        ("fsfreeze_status", ()),
+        ("fsfreeze_freeze", ()),
+        ("fsfreeze_thaw", ()),
+        ("file_open", (str(path), "r")),
+        ("file_read", (HANDLE, 5)),
+        ("file_seek", (HANDLE, 1, "set")),
+        ("file_write", (HANDLE, b"x")),  # a read-only handle: the agent's error
+        ("file_flush", (HANDLE,)),
+        ("file_close", (HANDLE,)),
+        ("exec", ("/bin/true",)),
+        ("exec_status", (1,)),
+        ("set_user_password", ("nobody", "x")),
+        ("ssh_get_authorized_keys", ("gagent-no-such-user",)),
+        ("ssh_add_authorized_keys", ("gagent-no-such-user", ["ssh-ed25519 AAAA x"])),
+        ("ssh_remove_authorized_keys", ("gagent-no-such-user", ["ssh-ed25519 AAAA x"])),
+        ("shutdown", ()),
+        ("suspend_disk", ()),
+        ("suspend_ram", ()),
+        ("suspend_hybrid", ()),
+    ]
+
+
+def comparable(name: str, outcome: tuple[str, Any]) -> Any:
+    """What must be equal on both sides: values that change by themselves are reduced."""
+    kind, value = outcome
+    if kind == "error":
+        return kind, type(value), str(value)
+    if name in ("time", "file_open"):
+        return kind, type(value)  # a clock, a fresh handle
+    if name == "cpustats" or name == "diskstats":
+        return kind, [type(v) for v in value]  # counters
+    if name == "fsinfo":
+        return kind, [dataclasses.replace(v, used_bytes=None) for v in value]
+    if name == "network_interfaces":
+        return kind, [dataclasses.replace(v, statistics=None) for v in value]
+    return outcome
+
+
+def typed_commands() -> set[str]:
+    return {
+        name
+        for name, member in vars(AgentCommands).items()
+        if not name.startswith("_") and inspect.iscoroutinefunction(member)
+    }
+
+
+def test_the_plan_covers_every_typed_command(tmp_path: Path) -> None:
+    assert {name for name, _ in plan(tmp_path)} == typed_commands()
+
+
+@pytest.mark.qemu_ga
+async def test_every_typed_command_gives_the_same_result_sync_and_async(tmp_path: Path) -> None:
+    data = tmp_path / "data.txt"
+    data.write_text("0123456789")
+    steps = plan(data)
+
+    async def run_async(path: Path) -> list[tuple[str, Any]]:
+        outcomes = []
+        async with gagent.open_agent(path) as agent:
+            handle = None
+            for name, args in steps:
+                args = tuple(handle if a is HANDLE else a for a in args)
+                try:
+                    with trio.fail_after(10):
+                        value = await getattr(agent, name)(*args)
+                    outcomes.append(("ok", value))
+                except GagentError as exc:
+                    outcomes.append(("error", exc))
+                    value = None
+                if name == "file_open":
+                    handle = value
+        return outcomes
+
+    def run_sync(path: Path) -> list[tuple[str, Any]]:
+        outcomes = []
+        with gagent.sync.open_agent(path, timeout=10) as agent:
+            handle = None
+            for name, args in steps:
+                args = tuple(handle if a is HANDLE else a for a in args)
+                try:
+                    value = getattr(agent, name)(*args)
+                    outcomes.append(("ok", value))
+                except GagentError as exc:
+                    outcomes.append(("error", exc))
+                    value = None
+                if name == "file_open":
+                    handle = value
+        return outcomes
+
+    with local_qemu_ga(tmp_path, blocked=BLOCKED_RPCS + EXTRA_BLOCKED) as qga:
+        async_outcomes = await run_async(qga.socket_path)
+        sync_outcomes = run_sync(qga.socket_path)
+    for (name, _), a, s in zip(steps, async_outcomes, sync_outcomes, strict=True):
+        assert comparable(name, s) == comparable(name, a), name
+    # the comparison compared something: real answers, and refusals, on both sides
+    kinds = {name: kind for (name, _), (kind, _) in zip(steps, sync_outcomes, strict=True)}
+    assert kinds["osinfo"] == kinds["file_read"] == "ok"
+    assert kinds["exec"] == kinds["fsfreeze_freeze"] == "error"
+
+
+@pytest.mark.qemu_ga
+def test_typed_results_are_the_dataclasses(qemu_ga) -> None:
+    with gagent.sync.open_agent(qemu_ga.socket_path, timeout=10) as agent:
+        assert agent.host_name() == socket.gethostname()
+        info = agent.info()
+        assert type(info).__name__ == "AgentInfo" and "guest-ping" in info.commands
+        assert agent.name == str(qemu_ga.socket_path)
+
+
+# --------------------------------------------------------------- import hygiene
+
+HEAVY = ("trio", "outcome", "sniffio", "libvirt", "lxml", "click")
+
+_SCRIPT = """
+import json, sys
+import gagent.sync
+with gagent.sync.open_agent(sys.argv[1], timeout=10) as agent:
+    agent.osinfo()
+    agent.fsfreeze_status()
+{extra}
+heavy = json.loads(sys.argv[2])
+print(json.dumps(sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy))))
+"""
+
+
+@pytest.mark.qemu_ga
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [("", []), ("import gagent.client", ["outcome", "sniffio", "trio"])],  # the control
+    ids=["sync-socket", "control-with-the-trio-client"],
+)
+def test_a_socket_agent_imports_no_trio(qemu_ga, extra: str, expected: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _SCRIPT.format(extra=extra), str(qemu_ga.socket_path),
+         json.dumps(HEAVY)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == expected
+
+
+# ------------------------------------------------------------ errors, deadlines
+
+
+def test_no_socket_is_the_same_error_as_async(tmp_path: Path) -> None:
+    path = tmp_path / "none.sock"
+
+    async def async_error() -> str:
+        with pytest.raises(AgentUnavailable) as caught:
+            async with gagent.open_agent(path):
+                pass
+        return str(caught.value)
+
+    with pytest.raises(AgentUnavailable) as caught:
+        with gagent.sync.open_agent(path):
+            pass
+    assert str(caught.value) == trio.run(async_error)
+
+
+@pytest.fixture
+def hung_listener(tmp_path: Path):
+    """A unix socket that accepts and never answers."""
+    path = tmp_path / "hung.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    yield path
+    listener.close()
+
+
+def test_a_silent_agent_ends_in_agent_timeout(hung_listener: Path) -> None:
+    with pytest.raises(gagent.sync.AgentTimeout) as caught:
+        with gagent.sync.open_agent(hung_listener, timeout=0.2):
+            pass
+    assert isinstance(caught.value, TimeoutError) and isinstance(caught.value, GagentError)
+
+
+async def test_after_a_timeout_the_next_call_resynchronises(tmp_path: Path) -> None:
+    fake = FakeAgent(extra={"guest-get-host-name": {"host-name": "vm1"}}).on(
+        "guest-get-host-name", Silence()
+    )
+    path = tmp_path / "fake.sock"
+
+    def client() -> str:
+        with gagent.sync.open_agent(path, timeout=5) as agent:
+            agent.timeout = 0.2
+            with pytest.raises(gagent.sync.AgentTimeout):
+                agent.host_name()
+            assert not agent.commands.in_sync
+            agent.timeout = 5
+            return agent.host_name()
+
+    with trio.fail_after(30):
+        async with fake_unix_socket(fake, path):
+            assert await trio.to_thread.run_sync(client) == "vm1"
+    assert fake.commands.count("guest-sync-delimited") == 2
+
+
+def test_run_blocking_refuses_a_coroutine_that_suspends() -> None:
+    async def needs_a_loop() -> None:
+        await asyncio.sleep(0)
+
+    with pytest.raises(gagent.sync.StillSuspended, match="needs an event loop"):
+        gagent.sync.run_blocking(needs_a_loop())
+
+
+# ------------------------------------------------------------------- freezing
+
+
+def FreezableFake() -> FakeAgent:
+    return FakeAgent(freezable=True)
+
+
+async def _with_fake(fake: FakeAgent, path: Path, client: Any) -> Any:
+    with trio.fail_after(30):
+        async with fake_unix_socket(fake, path):
+            return await trio.to_thread.run_sync(client)
+
+
+async def test_frozen_thaws_when_the_block_raises(tmp_path: Path) -> None:
+    fake = FreezableFake()
+    path = tmp_path / "fake.sock"
+
+    def client() -> Any:
+        with gagent.sync.open_agent(path, timeout=5) as agent:
+            with pytest.raises(ZeroDivisionError):
+                with gagent.sync.frozen(agent) as record:
+                    assert agent.frozen
+                    1 / 0  # noqa: B018
+            assert not agent.frozen
+            return record
+
+    record = await _with_fake(fake, path, client)
+    assert record.confirmed and record.frozen == record.thawed and record.frozen > 0
+    assert not fake.frozen
+    assert fake.commands[-2:] == ["guest-fsfreeze-thaw", "guest-fsfreeze-status"]
+
+
+async def test_frozen_thaws_on_keyboard_interrupt(tmp_path: Path) -> None:
+    fake = FreezableFake()
+    path = tmp_path / "fake.sock"
+
+    def client() -> None:
+        with gagent.sync.open_agent(path, timeout=5) as agent:
+            with pytest.raises(KeyboardInterrupt):
+                with gagent.sync.frozen(agent):
+                    raise KeyboardInterrupt
+
+    await _with_fake(fake, path, client)
+    assert not fake.frozen
+
+
+async def test_frozen_reconnects_to_thaw_after_a_lost_connection(tmp_path: Path) -> None:
+    fake = FreezableFake().on("guest-fsfreeze-thaw", Disconnect())
+    path = tmp_path / "fake.sock"
+
+    def client() -> Any:
+        with gagent.sync.open_agent(path, timeout=5) as agent:
+            with gagent.sync.frozen(agent) as record:
+                pass
+            return record
+
+    record = await _with_fake(fake, path, client)
+    assert record.confirmed and record.thaw_attempts == 2 and not fake.frozen
+    assert fake.connections == 2
+
+
+async def test_a_thaw_that_cannot_be_confirmed_is_thaw_unconfirmed(tmp_path: Path) -> None:
+    fake = FreezableFake().set_default("guest-fsfreeze-thaw", Disconnect())
+    path = tmp_path / "fake.sock"
+
+    def client() -> ThawUnconfirmed:
+        with gagent.sync.open_agent(path, timeout=5) as agent:
+            with pytest.raises(ThawUnconfirmed) as caught:
+                with gagent.sync.frozen(agent):
+                    pass
+            return caught.value
+
+    error = await _with_fake(fake, path, client)
+    assert f"gagent agent --socket {path} fsfreeze thaw" in str(error)
+    assert fake.frozen
+
+
+async def test_a_refused_freeze_needs_no_thaw(tmp_path: Path) -> None:
+    fake = FreezableFake().on("guest-fsfreeze-freeze", Fail())
+    path = tmp_path / "fake.sock"
+
+    def client() -> None:
+        with gagent.sync.open_agent(path, timeout=5) as agent:
+            with pytest.raises(AgentError):
+                with gagent.sync.frozen(agent):
+                    pytest.fail("the block must not run")
+
+    await _with_fake(fake, path, client)
+    assert "guest-fsfreeze-thaw" not in fake.commands
+
+
+# -------------------------------------------------------------------- domains
+
+TEST_URI = "test:///default"
+
+
+@pytest.fixture
+def domain_on(qemu_ga):
+    """Factory: a running test-driver domain whose channel XML is given (cleaned up)."""
+    import libvirt
+
+    conn = libvirt.open(TEST_URI)
+    made = []
+
+    def make(channels: str) -> str:
+        name = f"gagent-sync-{uuid.uuid4().hex[:10]}"
+        dom = conn.defineXML(
+            f"<domain type='test'><name>{name}</name><memory unit='KiB'>65536</memory>"
+            f"<os><type>hvm</type></os><devices>{channels}</devices></domain>"
+        )
+        dom.create()
+        made.append(dom)
+        return name
+
+    yield make
+    for dom in made:
+        dom.destroy()
+        dom.undefine()
+    conn.close()
+
+
+def gagent_channel(path: Path) -> str:
+    return (
+        f"<channel type='unix'><source mode='bind' path='{path}'/>"
+        "<target type='virtio' name='org.gagent.agent.0'/></channel>"
+    )
+
+
+@pytest.mark.qemu_ga
+def test_a_domain_by_name_over_its_channel(qemu_ga, domain_on) -> None:
+    name = domain_on(gagent_channel(qemu_ga.socket_path))
+    with gagent.sync.open_domain_agent(name, uri=TEST_URI, timeout=10) as agent:
+        assert agent.host_name() == socket.gethostname()
+        assert agent.commands.target.thaw == f"gagent thaw {name} -c {TEST_URI}"
+        assert agent.name == f"domain {name} via {qemu_ga.socket_path}"
+
+
+@pytest.mark.qemu_ga
+@pytest.mark.parametrize("transport", ["auto", "libvirt"])
+def test_domain_errors_are_the_async_ones(qemu_ga, domain_on, transport: str) -> None:
+    """No channel for the route: the same error, word for word, as the domain session's."""
+    from gagent.host.session import open_domain_agent
+
+    name = domain_on("")
+
+    async def async_error() -> str:
+        with pytest.raises(AgentUnavailable) as caught:
+            async with open_domain_agent(name, uri=TEST_URI, transport=transport):
+                pass
+        return str(caught.value)
+
+    with pytest.raises(AgentUnavailable) as caught:
+        with gagent.sync.open_domain_agent(name, uri=TEST_URI, transport=transport):
+            pass
+    assert str(caught.value) == trio.run(async_error)
+
+
+def test_an_unknown_domain_is_domain_not_found() -> None:
+    from gagent.host.virt import DomainNotFound
+
+    with pytest.raises(DomainNotFound, match="no domain 'gagent-none"):
+        with gagent.sync.open_domain_agent("gagent-none", uri=TEST_URI):
+            pass
+
+
+def test_a_sync_caller_in_a_thread_can_freeze_too(tmp_path: Path) -> None:
+    """frozen() outside the main thread cannot hold SIGINT back, and must not try."""
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with gagent.sync._sigint_held_back():
+                pass
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert errors == []
