@@ -4,9 +4,10 @@ Every finding carries a fix hint.  The checks, in the order an operator would
 look: the kernel side (virtio bus, virtio_console driver, a virtio-serial
 device), every port with its node and udev link, the chosen port (present,
 permissions, holder, host end connected or not), the qemu-ga processes and
-their ports, and whether the distribution's qemu-guest-agent unit stays on
-libvirt's port.  Nothing here blocks: the port is opened with O_NONBLOCK and
-polled with a timeout, and nothing is ever read from or written to it.
+their ports, whether the distribution's qemu-guest-agent unit stays on
+libvirt's port, and the freeze dead-man's switch (``deadman_check.py``).
+Nothing here blocks: the port is opened with O_NONBLOCK and polled with a
+timeout, and nothing is ever read from or written to it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import errno
 import os
 import select
 
+from .deadman_check import check_deadman
 from .procs import Agent, Process, find_agents, holders, scan_processes
 from .report import ERROR, INFO, OK, WARNING, Report
 from .roots import PortIO, Roots
@@ -376,4 +378,5 @@ def check_port(
         )  # fmt: skip
     _check_agents(report, agents, ports, roots)
     check_stock(report, name, roots, served)
+    check_deadman(report, roots)
     return report

@@ -73,6 +73,7 @@ build_deb() {
   install -D -m 0644 "$P/systemd/gagent-qga@.service" "$root/lib/systemd/system/gagent-qga@.service"
   install -D -m 0755 "$P/fsfreeze/fsfreeze-hook" "$root/etc/gagent/fsfreeze-hook"
   install -d -m 0755 "$root/etc/gagent/fsfreeze-hook.d"
+  install -D -m 0644 "$P/fsfreeze/deadman.conf" "$root/etc/gagent/deadman.conf"
   install -D -m 0644 "$P/default/gagent-qga" "$root/etc/default/gagent-qga"
   install -D -m 0644 "$P/deb/copyright" "$doc/copyright"
   install -D -m 0644 "$P/fsfreeze/examples/10-example" "$doc/examples/fsfreeze-hook.d/10-example"

@@ -84,6 +84,7 @@ def test_deb_contents(deb):
         "/lib/systemd/system/gagent-qga@.service",
         "/etc/gagent/fsfreeze-hook",
         "/etc/gagent/fsfreeze-hook.d/",
+        "/etc/gagent/deadman.conf",
         "/etc/default/gagent-qga",
         "/usr/share/man/man1/gagent-guest.1.gz",
         "/usr/share/doc/gagent-guest/copyright",
@@ -105,7 +106,11 @@ def test_deb_control_and_conffiles(deb, scripts):
     assert f"Version: {VERSION}" in info and "Architecture: all" in info
     assert "Depends: python3 (>= 3.9), qemu-guest-agent" in info
     conffiles = (scripts / "conffiles").read_text().split()
-    assert conffiles == ["/etc/default/gagent-qga", "/etc/gagent/fsfreeze-hook"]
+    assert conffiles == [
+        "/etc/default/gagent-qga",
+        "/etc/gagent/deadman.conf",
+        "/etc/gagent/fsfreeze-hook",
+    ]
 
 
 def test_deb_python_runs_as_installed(deb, tmp_path):
@@ -168,6 +173,7 @@ def test_shellcheck(scripts):
     files += [
         REPO / "packaging/fsfreeze/fsfreeze-hook",
         REPO / "packaging/fsfreeze/examples/10-example",
+        REPO / "packaging/fsfreeze/deadman.conf",  # the hook sources it
     ]
     out = _run(["shellcheck", "-s", "sh", *map(str, files)])
     assert out.returncode == 0, out.stdout
@@ -305,6 +311,7 @@ def test_rpm_contents_and_scriptlets(rpm):
         "/usr/lib/udev/rules.d/61-gagent-qga.rules",
         "/usr/lib/systemd/system/gagent-qga@.service",
         "/etc/gagent/fsfreeze-hook",
+        "/etc/gagent/deadman.conf",
         "/etc/sysconfig/gagent-qga",
         "/usr/share/man/man1/gagent-guest.1",
     } <= files
@@ -315,7 +322,11 @@ def test_rpm_contents_and_scriptlets(rpm):
     requires = _run(["rpm", "-qpR", str(rpm)]).stdout
     assert "qemu-guest-agent" in requires and "python3 >= 3.9" in requires
     configs = _run(["rpm", "-qpc", str(rpm)]).stdout.split()
-    assert configs == ["/etc/gagent/fsfreeze-hook", "/etc/sysconfig/gagent-qga"]
+    assert configs == [
+        "/etc/gagent/deadman.conf",
+        "/etc/gagent/fsfreeze-hook",
+        "/etc/sysconfig/gagent-qga",
+    ]
 
 
 def test_rpm_unit_uses_the_distribution_paths(rpm, tmp_path):
@@ -339,7 +350,13 @@ def _hook(tmp_path: Path, name: str, body: str, mode: int = 0o755) -> None:
 
 
 def _freeze_hook(tmp_path: Path, arg: str) -> int:
-    env = {"PATH": os.environ["PATH"], "GAGENT_HOOK_DIR": str(tmp_path / "hooks")}
+    # the dead-man's switch off: tests/guest/test_deadman.py runs it
+    (tmp_path / "deadman.conf").write_text("GAGENT_FREEZE_DEADLINE=0\n")
+    env = {
+        "PATH": os.environ["PATH"],
+        "GAGENT_HOOK_DIR": str(tmp_path / "hooks"),
+        "GAGENT_DEADMAN_CONF": str(tmp_path / "deadman.conf"),
+    }
     hook = REPO / "packaging/fsfreeze/fsfreeze-hook"
     return _run(["sh", str(hook), arg], env=env, timeout=60).returncode
 

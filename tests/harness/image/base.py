@@ -28,6 +28,12 @@ from .rootfs import _canonical, _ldd, _place, _usrmerge
 
 INIT_SCRIPT = HERE / "init.sh"
 SYSVINIT_SCRIPT = REPO / "packaging" / "sysvinit" / "gagent-qga"
+#: The fsfreeze hook (which arms the freeze dead-man's switch) and its deadline,
+#: installed as the packages install them (the sysvinit script then runs qemu-ga -F).
+FREEZE_FILES = {
+    "etc/gagent/fsfreeze-hook": (REPO / "packaging" / "fsfreeze" / "fsfreeze-hook", 0o755),
+    "etc/gagent/deadman.conf": (REPO / "packaging" / "fsfreeze" / "deadman.conf", 0o644),
+}
 
 KERNEL_META_PACKAGE = "linux-image-amd64"
 USERLAND_PACKAGES = (
@@ -118,6 +124,7 @@ def _static_files() -> dict[str, tuple[bytes, int]]:
     files = {
         "init": (INIT_SCRIPT.read_bytes(), 0o755),
         "etc/gagent/sysvinit/gagent-qga": (SYSVINIT_SCRIPT.read_bytes(), 0o755),
+        **{rel: (path.read_bytes(), mode) for rel, (path, mode) in FREEZE_FILES.items()},
         "sbin/shutdown": (SHUTDOWN_SHIM.encode(), 0o755),
         "etc/os-release": (_os_release().encode(), 0o644),
         "etc/hostname": (b"gagent-e2e\n", 0o644),

@@ -104,6 +104,7 @@ from harness.image.base import (  # noqa: F401
     COMPRESS_INITRD,
     DATA_DISK_LABEL,
     DATA_DISK_MIB,
+    FREEZE_FILES,
     INIT_SCRIPT,
     KERNEL_META_PACKAGE,
     KERNEL_MODULES,
@@ -254,7 +255,8 @@ def _host_tool_versions() -> dict[str, str]:
 
 def _base_key(kernel: str, pkgs: list[Package]) -> str:
     h = hashlib.sha256()
-    hash_sources(h, (*MODULE_SOURCES, INIT_SCRIPT, SYSVINIT_SCRIPT))
+    freeze_files = [path for path, _ in FREEZE_FILES.values()]
+    hash_sources(h, (*MODULE_SOURCES, INIT_SCRIPT, SYSVINIT_SCRIPT, *freeze_files))
     h.update(f"kernel\0{kernel}\n".encode())
     for p in sorted(pkgs, key=lambda p: p.name):
         h.update(f"deb\0{p.name}\0{p.version}\0{p.filename}\0{p.sha256}\n".encode())
