@@ -150,6 +150,7 @@ class Switch:
         self.armed = {
             "freeze": request.get("id", ""),
             "armed_at": time.time(),
+            "armed_uptime": _uptime(),
             "deadline_s": deadline,
             "qga_pid": int(qga_pid) if qga_pid.isdigit() else None,
             "channel": _channel_of(qga_pid),
@@ -166,8 +167,12 @@ class Switch:
         self.due = time.monotonic() + deadline
         self._write("armed", json.dumps(self.armed) + "\n")
 
-    def disarm(self) -> None:
+    def disarm(self, *, by_thaw: bool = True) -> None:
+        """The thaw hook's disarm records the freeze it ended in ``last`` (how long it held)."""
         self._close()
+        if self.armed is not None and by_thaw:
+            last = dict(self.armed, disarmed_at=time.time(), disarmed_uptime=_uptime())
+            self._write("last", json.dumps(last) + "\n")
         self.armed = None
         try:
             (self.state_dir / "armed").unlink()
@@ -176,6 +181,7 @@ class Switch:
 
     def fire(self) -> None:
         """Thaw first; write only afterwards (nothing is frozen any more by then)."""
+        fired_at, fired_uptime = time.time(), _uptime()  # before the thaw: no write beats it
         thawed, errors = [], []
         for point, fd in self.fds.items():
             try:
@@ -184,8 +190,14 @@ class Switch:
             except OSError as exc:
                 if exc.errno != 22:  # EINVAL: that filesystem was not frozen
                     errors.append(f"{point}: {exc.strerror}")
-        record = dict(self.armed or {}, fired_at=time.time(), thawed=thawed, errors=errors)
-        self.disarm()
+        record = dict(
+            self.armed or {},
+            fired_at=fired_at,
+            fired_uptime=fired_uptime,
+            thawed=thawed,
+            errors=errors,
+        )
+        self.disarm(by_thaw=False)
         path = self.state_dir / "fired"
         try:
             old = path.read_text().splitlines()[-(KEEP_FIRED - 1) :]
@@ -226,6 +238,11 @@ class Switch:
                     self.disarm()
             except (OSError, ValueError) as exc:  # the switch must outlive one bad event
                 _kmsg(f"gagent-deadman: {exc}")
+
+
+def _uptime() -> float:
+    """Seconds since boot, the clock of /proc/uptime (what a shell in the guest can read)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def _channel_of(qga_pid: str) -> str | None:
@@ -311,9 +328,10 @@ def fired_records(state_dir: Path) -> list[dict[str, object]]:
     return records
 
 
-def armed_record(state_dir: Path) -> dict[str, object] | None:
+def armed_record(state_dir: Path, name: str = "armed") -> dict[str, object] | None:
+    """The freeze the switch guards now (``armed``), or the last one a thaw ended (``last``)."""
     try:
-        return json.loads((state_dir / "armed").read_text())
+        return json.loads((state_dir / name).read_text())
     except (OSError, ValueError):
         return None
 

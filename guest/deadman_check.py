@@ -42,6 +42,7 @@ def check_deadman(report: Report, roots: Roots) -> None:
         "deadline_s": config.deadline,
         "config": config.source,
         "armed": armed,
+        "last_thawed": armed_record(state_dir, "last"),
         "fired": fired,
     }
     if config.deadline == 0:

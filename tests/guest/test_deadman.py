@@ -161,13 +161,16 @@ def test_the_hook_arms_and_the_switch_fires_after_the_deadline(guest):
 def test_thaw_disarms_the_switch(guest):
     guest.configure("30")
     assert guest.hook("freeze").returncode == 0
-    assert guest.read("armed") is not None
+    armed = json.loads(guest.read("armed") or "null")
     assert guest.hook("thaw").returncode == 0
     guest.wait_for(lambda: guest.read("armed") is None)  # the disarm was taken
     assert guest.read("fired") is None
+    last = json.loads(guest.read("last") or "null")
+    assert last["freeze"] == armed["freeze"] and last["disarmed_at"] >= last["armed_at"]
     report = guest.report()
     assert report.codes("warning") == [] and "deadman-armed" not in report.codes()
     assert report.facts["deadman"]["deadline_s"] == 30
+    assert report.facts["deadman"]["last_thawed"] == last
 
 
 def test_a_failing_freeze_hook_arms_nothing(guest):
