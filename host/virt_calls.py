@@ -255,6 +255,15 @@ def _looks_like_uuid(text: str) -> bool:
     return True
 
 
+async def running_domain_names(conn: VirConnect) -> list[str]:
+    """Names of the connection's running domains, in one call (abandoned on cancellation)."""
+
+    def names() -> list[str]:
+        return [dom.name() for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)]
+
+    return await call(names, doing="listing the running domains", abandon_on_cancel=True)
+
+
 async def domains_with_xml(conn: VirConnect, *, doing: str) -> list[tuple[VirDomain, int, str]]:
     """(domain, state code, live XML) of every domain, all read in ONE worker thread.
 

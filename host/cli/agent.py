@@ -20,6 +20,7 @@ from gagent.freeze import thaw as thaw_and_confirm
 from gagent.host.channel import GAGENT_CHANNEL
 
 from .common import Output, parse_json_object, run_command
+from .fanout import fan_out_options, parse_domains
 from .views import VIEWS
 
 DEFAULT_TIMEOUT = 10.0
@@ -36,6 +37,10 @@ class AgentOptions:
     connect: str | None = None
     transport: str = "auto"
     channel: str = GAGENT_CHANNEL
+    #: --domains A,B / --all: many domains, one line each (see gagent.host.cli.fanout)
+    domains: list[str] | None = None
+    all_running: bool = False
+    concurrency: int = 16
 
     #: the thaw command to advise, once the target is open (built from the session)
     retry: str | None = None
@@ -69,7 +74,11 @@ class AgentOptions:
         func: Callable[[AgentCommands], Awaitable[Any]],
         *,
         default_timeout: float = DEFAULT_TIMEOUT,
+        view: Callable[[Any], str] | None = None,
     ) -> Any:
+        if self.domains is not None or self.all_running:
+            raise click.exceptions.Exit(self._run_many(func, default_timeout, view))
+
         async def with_agent() -> Any:
             async with self.open() as agent:
                 return await func(agent)
@@ -77,11 +86,46 @@ class AgentOptions:
         timeout = default_timeout if self.timeout is None else self.timeout
         return run_command(with_agent, seconds=timeout, target=self.target)
 
+    def _run_many(
+        self,
+        func: Callable[[AgentCommands], Awaitable[Any]],
+        default_timeout: float,
+        view: Callable[[Any], str] | None,
+    ) -> int:
+        """``func`` on every domain of --domains/--all; returns the highest exit code."""
+        from .fanout import human_line, run_many
+
+        ctx = click.get_current_context()
+        if ctx.info_name in _ONE_DOMAIN_ONLY:
+            raise UsageError(
+                f"'{ctx.command_path}' runs on one domain at a time: give DOMAIN, "
+                "not --domains or --all"
+            )
+        if self.socket or self.domain or (self.domains is not None and self.all_running):
+            raise UsageError("give one of DOMAIN, --domains, --all or --socket PATH")
+
+        async def work(session: Any) -> tuple[Any, int]:
+            async with session.agent(self.transport, self.channel) as agent:
+                return await func(agent), 0
+
+        return run_many(
+            self.connect,
+            self.domains,
+            concurrency=self.concurrency,
+            seconds=default_timeout if self.timeout is None else self.timeout,
+            work=work,
+            as_json=self.output.as_json,
+            human=lambda outcome: human_line(outcome, view),
+        )
+
 
 pass_options = click.make_pass_decorator(AgentOptions)
 
 # Options of the group that take a value (to find the optional DOMAIN among the words).
-_VALUE_OPTIONS = {"--socket", "--timeout", "--connect", "-c", "--transport", "--channel"}
+_VALUE_OPTIONS = {"--socket", "--timeout", "--connect", "-c", "--transport", "--channel",
+                  "--domains", "--concurrency"}  # fmt: skip
+#: Commands that change one guest, or read a local file once: never fanned out.
+_ONE_DOMAIN_ONLY = {"exec", "copy-to", "copy-from", "freeze", "thaw"}
 
 
 class _AgentGroup(click.Group):
@@ -141,6 +185,7 @@ class _AgentGroup(click.Group):
     help=f"Overall deadline in seconds (default {DEFAULT_TIMEOUT:g}; "
     f"{LONG_TIMEOUT:g} for exec and copies; 0 for none).",
 )
+@fan_out_options
 @click.pass_context
 def agent_group(
     ctx: click.Context,
@@ -150,12 +195,16 @@ def agent_group(
     channel: str,
     as_json: bool,
     timeout: float | None,
+    domains: str | None,
+    all_running: bool,
+    concurrency: int,
 ) -> None:
     """Run a guest-agent command on DOMAIN (name, UUID or ID) or on --socket PATH.
 
     \b
     gagent agent vm1 osinfo
     gagent agent --socket /run/vm1-agent.sock ping
+    gagent agent --all --json ping
     """
     ctx.obj = AgentOptions(
         socket=socket_path,
@@ -165,6 +214,9 @@ def agent_group(
         connect=connect,
         transport=transport,
         channel=channel,
+        domains=parse_domains(domains),
+        all_running=all_running,
+        concurrency=concurrency,
     )
 
 
@@ -172,8 +224,9 @@ def _simple(name: str, method: str, help_text: str) -> None:
     @agent_group.command(name, help=help_text)
     @pass_options
     def command(options: AgentOptions) -> None:
-        result = options.run(lambda agent: getattr(agent, method)())
-        options.output.emit(result, VIEWS.get(method))
+        view = VIEWS.get(method)
+        result = options.run(lambda agent: getattr(agent, method)(), view=view)
+        options.output.emit(result, view)
 
 
 @agent_group.command("ping")
@@ -185,7 +238,8 @@ def ping(options: AgentOptions) -> None:
         await agent.ping()
         await agent.ensure_thawed()  # a frozen guest's agent answers pings, and little else
 
-    options.output.emit(options.run(answers_and_thawed), VIEWS.get("ping"))
+    view = VIEWS.get("ping")
+    options.output.emit(options.run(answers_and_thawed, view=view), view)
 
 
 _simple("osinfo", "osinfo", "Operating system of the guest.")

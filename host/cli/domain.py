@@ -10,7 +10,10 @@ from typing import Any, TypeVar
 import click
 import trio
 
+from gagent.errors import UsageError
+
 from .common import Output, run_command
+from .fanout import fan_out_options, human_line, parse_domains, run_many
 from .render import format_table
 
 T = TypeVar("T")
@@ -135,7 +138,7 @@ def channel_list(domain: str, connect: str | None, as_json: bool) -> None:
 
 
 @click.command("status")
-@click.argument("domain")
+@click.argument("domain", required=False, metavar="DOMAIN")  # unless --domains/--all
 @connect_option
 @json_option
 @click.option(
@@ -143,53 +146,98 @@ def channel_list(domain: str, connect: str | None, as_json: bool) -> None:
     type=click.FloatRange(min=0),
     default=5.0,
     show_default=True,
-    help="Deadline for the whole command, libvirt included (0: none).",
+    help="Deadline for the whole command, libvirt included (0: none); per domain with "
+    "--domains/--all.",
 )
-def status(domain: str, connect: str | None, as_json: bool, timeout: float) -> int:
+@fan_out_options
+def status(
+    domain: str | None,
+    connect: str | None,
+    as_json: bool,
+    timeout: float,
+    domains: str | None,
+    all_running: bool,
+    concurrency: int,
+) -> int:
     """One line: DOMAIN's power state and whether its agent answers.
 
     Exit codes: 0 answering; 3 not answering (the line says why); 13 answering
     but the guest is frozen (the line names the thaw); 4 the deadline passed.
+    With --domains/--all, one line per domain and the highest of their codes.
     """
-    from gagent.errors import GagentError
-    from gagent.fs_types import FsfreezeStatus
     from gagent.host.session import open_domain
+
+    many = parse_domains(domains)
+    given = (domain is not None) + (many is not None) + all_running
+    if given == 0:  # as click says it for a required DOMAIN
+        ctx = click.get_current_context()
+        param = next(p for p in ctx.command.params if p.name == "domain")
+        raise click.MissingParameter(ctx=ctx, param=param)
+    if given > 1:
+        raise UsageError("give one of DOMAIN, --domains A,B or --all")
+    if domain is None:
+
+        async def work(session: Any) -> tuple[dict[str, Any], int]:
+            report = await _status_report(session, timeout)
+            return report, _status_exit(report)
+
+        return run_many(
+            connect,
+            many,
+            concurrency=concurrency,
+            seconds=timeout or None,
+            work=work,
+            as_json=as_json,
+            human=lambda o: _status_line(o.result) if o.ok else human_line(o),
+        )
 
     async def probe() -> dict[str, Any]:
         async with open_domain(domain, uri=connect) as session:
-            report: dict[str, Any] = {"domain": session.name, "state": session.state.value}
-            try:
-                # the agent's answer must come a little before the command's deadline,
-                # so that a silent agent is reported as such, not as a timeout
-                with trio.fail_at(trio.current_effective_deadline() - STATUS_RESERVE):
-                    async with session.agent() as agent:
-                        start = time.perf_counter()
-                        await agent.ping()
-                        report["ping_ms"] = round((time.perf_counter() - start) * 1000, 3)
-                        report["agent"] = getattr(agent, "name", "agent")
-                        # a frozen guest answers ping but refuses nearly everything else
-                        frozen = await agent.freeze_state() is FsfreezeStatus.FROZEN
-                        report["frozen"] = frozen
-                        if frozen:
-                            report["thaw"] = session.thaw_command()
-            except (GagentError, trio.TooSlowError) as exc:
-                report["agent"] = None
-                report["reason"] = str(exc) or f"no answer within {timeout:g}s"
-            return report
+            return await _status_report(session, timeout)
 
     report = run_command(probe, seconds=timeout, target=f"domain {domain}")
+    Output(as_json).emit(report, _status_line)
+    return _status_exit(report)
 
-    def human(r: dict[str, Any]) -> str:
-        if r.get("frozen"):
-            return (
-                f"{r['domain']}: {r['state']}, agent answering ({r['agent']}, {r['ping_ms']} ms) "
-                f"but the guest is FROZEN: run '{r['thaw']}'"
-            )
-        if r["agent"]:
-            return f"{r['domain']}: {r['state']}, agent answering ({r['agent']}, {r['ping_ms']} ms)"
-        return f"{r['domain']}: {r['state']}, agent unreachable: {r['reason']}"
 
-    Output(as_json).emit(report, human)
+async def _status_report(session: Any, seconds: float) -> dict[str, Any]:
+    """State, and whether the agent answers (and the guest is not frozen), as a report."""
+    from gagent.errors import GagentError
+    from gagent.fs_types import FsfreezeStatus
+
+    report: dict[str, Any] = {"domain": session.name, "state": session.state.value}
+    try:
+        # the agent's answer must come a little before the command's deadline,
+        # so that a silent agent is reported as such, not as a timeout
+        with trio.fail_at(trio.current_effective_deadline() - STATUS_RESERVE):
+            async with session.agent() as agent:
+                start = time.perf_counter()
+                await agent.ping()
+                report["ping_ms"] = round((time.perf_counter() - start) * 1000, 3)
+                report["agent"] = getattr(agent, "name", "agent")
+                # a frozen guest answers ping but refuses nearly everything else
+                frozen = await agent.freeze_state() is FsfreezeStatus.FROZEN
+                report["frozen"] = frozen
+                if frozen:
+                    report["thaw"] = session.thaw_command()
+    except (GagentError, trio.TooSlowError) as exc:
+        report["agent"] = None
+        report["reason"] = str(exc) or f"no answer within {seconds:g}s"
+    return report
+
+
+def _status_line(r: dict[str, Any]) -> str:
+    if r.get("frozen"):
+        return (
+            f"{r['domain']}: {r['state']}, agent answering ({r['agent']}, {r['ping_ms']} ms) "
+            f"but the guest is FROZEN: run '{r['thaw']}'"
+        )
+    if r["agent"]:
+        return f"{r['domain']}: {r['state']}, agent answering ({r['agent']}, {r['ping_ms']} ms)"
+    return f"{r['domain']}: {r['state']}, agent unreachable: {r['reason']}"
+
+
+def _status_exit(report: dict[str, Any]) -> int:
     if report.get("frozen"):
         return EXIT_GUEST_FROZEN
     return 0 if report["agent"] else 3

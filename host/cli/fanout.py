@@ -1,0 +1,186 @@
+"""Many domains in one call: ``--domains A,B,C`` and ``--all`` for ``agent`` and ``status``.
+
+One libvirt connection is shared by every domain (each still gets its own
+domain session, :func:`gagent.host.session.open_domain`); the domains run
+concurrently, at most ``--concurrency`` at a time, each under its own deadline
+(``--timeout``): a hung agent, a dead socket or a stopped domain is reported on
+its own line and delays no other domain past that deadline.
+
+Output, one line per domain as each finishes: ``NAME: RESULT`` (or ``NAME:
+error: WHAT (FIX)``), or with ``--json`` one JSON object per line::
+
+    {"domain": "vm1", "ok": true, "result": ..., "exit": 0, "ms": 1.9}
+    {"domain": "vm2", "ok": false, "error": "...", "exit": 3, "ms": 0.4}
+
+The command's exit code is the highest of the domains' (0 when all succeeded).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import click
+import trio
+
+from gagent.errors import GagentError, UsageError
+
+from .common import CommandTimeout, run_command
+from .render import _cell, render, to_jsonable
+
+__all__ = ["DEFAULT_CONCURRENCY", "Outcome", "fan_out_options", "parse_domains", "run_many"]
+
+DEFAULT_CONCURRENCY = 16
+
+#: ``work(session)`` -> (result, exit code): what one domain does in its session.
+Work = Callable[[Any], Awaitable[tuple[Any, int]]]
+
+
+@dataclass
+class Outcome:
+    """How one domain's command ended."""
+
+    domain: str
+    exit: int
+    ms: float
+    result: Any = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"domain": self.domain, "ok": self.ok}
+        if self.ok:
+            out["result"] = to_jsonable(self.result)
+        else:
+            out["error"] = self.error
+        out["exit"] = self.exit
+        out["ms"] = round(self.ms, 3)
+        return out
+
+
+def fan_out_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--domains``, ``--all`` and ``--concurrency``, for a command that takes them."""
+    func = click.option(
+        "--concurrency",
+        type=click.IntRange(min=1),
+        default=DEFAULT_CONCURRENCY,
+        show_default=True,
+        help="With --domains/--all: how many domains at a time.",
+    )(func)
+    func = click.option(
+        "--all",
+        "all_running",
+        is_flag=True,
+        help="Every running domain of the connection (one line each; --timeout per domain).",
+    )(func)
+    return click.option(
+        "--domains",
+        metavar="A,B,...",
+        help="These domains (names, UUIDs or IDs), concurrently (--timeout per domain).",
+    )(func)
+
+
+def parse_domains(text: str | None) -> list[str] | None:
+    """``A,B,C`` -> [A, B, C] (None when not given); empty names are refused."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise UsageError(f"--domains wants names separated by commas, like vm1,vm2, not {text!r}")
+    return list(dict.fromkeys(names))  # each domain once, in the order given
+
+
+def run_many(
+    connect: str | None,
+    domains: list[str] | None,
+    *,
+    concurrency: int,
+    seconds: float | None,
+    work: Work,
+    as_json: bool,
+    human: Callable[[Outcome], str],
+) -> int:
+    """Run ``work`` on ``domains`` (None: every running domain), print a line each as it
+    ends, and return the highest exit code."""
+    outcomes = run_command(
+        lambda: _fan_out(connect, domains, concurrency, seconds, work, as_json, human),
+        seconds=None,  # each domain has its own deadline; listing them has one too
+        target="the domains",
+    )
+    return max((o.exit for o in outcomes), default=0)
+
+
+async def _fan_out(
+    connect: str | None,
+    domains: list[str] | None,
+    concurrency: int,
+    seconds: float | None,
+    work: Work,
+    as_json: bool,
+    human: Callable[[Outcome], str],
+) -> list[Outcome]:
+    from gagent.host.session import open_domain
+    from gagent.host.virt import open_hypervisor
+    from gagent.host.virt_calls import running_domain_names
+
+    from . import exit_code_for
+
+    def emit(outcome: Outcome) -> None:
+        line = json.dumps(outcome.to_json()) if as_json else human(outcome)
+        click.echo(line)
+        sys.stdout.flush()  # a script reading the lines sees each domain as it ends
+
+    with trio.fail_after(seconds or float("inf")):  # connecting and listing
+        hypervisor = await open_hypervisor(connect)
+    outcomes: list[Outcome] = []
+    async with hypervisor:
+        if domains is None:
+            with trio.fail_after(seconds or float("inf")):
+                domains = await running_domain_names(hypervisor.conn)
+        limiter = trio.CapacityLimiter(concurrency)
+
+        async def one(ref: str) -> None:
+            async with limiter:
+                start = time.perf_counter()
+                try:
+                    with trio.fail_after(seconds or float("inf")):
+                        async with open_domain(ref, hypervisor=hypervisor) as session:
+                            result, code = await work(session)
+                    outcome = Outcome(ref, code, _ms(start), result=result)
+                except trio.TooSlowError:
+                    error = CommandTimeout(seconds or 0, f"domain {ref}")
+                    outcome = Outcome(ref, exit_code_for(error), _ms(start), error=str(error))
+                except GagentError as exc:
+                    outcome = Outcome(ref, exit_code_for(exc), _ms(start), error=str(exc))
+            outcomes.append(outcome)
+            emit(outcome)
+
+        async with trio.open_nursery() as nursery:
+            for ref in domains:
+                nursery.start_soon(one, ref)
+    return outcomes
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000
+
+
+def one_line(value: Any, view: Callable[[Any], str] | None = None) -> str:
+    """A result on one line: its usual rendering when that is one line, else compact."""
+    text = (view or render)(value)
+    if "\n" not in text:
+        return text
+    return _cell(value)
+
+
+def human_line(outcome: Outcome, view: Callable[[Any], str] | None = None) -> str:
+    if outcome.ok:
+        return f"{outcome.domain}: {one_line(outcome.result, view)}"
+    return f"{outcome.domain}: error: {outcome.error}"
