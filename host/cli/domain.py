@@ -31,6 +31,13 @@ connect_option = click.option(
     help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else libvirt's default).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+timeout_option = click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Deadline for the whole command in seconds, libvirt included (0: none).",
+)
 
 
 def _with_domain(
@@ -62,6 +69,7 @@ def channel_group() -> None:
 @click.option("--no-live", is_flag=True, help="Change the definition only, no hot-plug.")
 @click.option("--dry-run", is_flag=True, help="Print the XML diff, change nothing.")
 @connect_option
+@timeout_option
 def channel_add(
     domain: str,
     name: str | None,
@@ -70,6 +78,7 @@ def channel_add(
     no_live: bool,
     dry_run: bool,
     connect: str | None,
+    timeout: float,
 ) -> None:
     """Add gagent's agent channel to DOMAIN (definition, and live if running)."""
     from gagent.host.channel import GAGENT_CHANNEL, ChannelSpec
@@ -82,7 +91,7 @@ def channel_add(
         lambda dom: add_to_domain(
             dom, spec, libvirt_managed=libvirt_managed, live=not no_live, dry_run=dry_run
         ),
-        timeout=DEFAULT_TIMEOUT,
+        timeout=timeout,
     )
     if dry_run and result.diff:
         click.echo(result.diff, nl=False)
@@ -95,9 +104,11 @@ def channel_add(
 @click.option("--no-live", is_flag=True, help="Change the definition only, no hot-unplug.")
 @click.option("--dry-run", is_flag=True, help="Print the XML diff, change nothing.")
 @connect_option
+@timeout_option
 def channel_remove(
-    domain: str, name: str | None, no_live: bool, dry_run: bool, connect: str | None
-) -> None:
+    domain: str, name: str | None, no_live: bool, dry_run: bool, connect: str | None,
+    timeout: float,
+) -> None:  # fmt: skip
     """Remove an agent channel from DOMAIN."""
     from gagent.host.channel import GAGENT_CHANNEL
     from gagent.host.channel_ops import remove_from_domain
@@ -108,7 +119,7 @@ def channel_remove(
         lambda dom: remove_from_domain(
             dom, GAGENT_CHANNEL if name is None else name, live=not no_live, dry_run=dry_run
         ),
-        timeout=DEFAULT_TIMEOUT,
+        timeout=timeout,
     )
     if dry_run and result.diff:
         click.echo(result.diff, nl=False)
@@ -118,12 +129,13 @@ def channel_remove(
 @channel_group.command("list")
 @click.argument("domain")
 @connect_option
+@timeout_option
 @json_option
-def channel_list(domain: str, connect: str | None, as_json: bool) -> None:
+def channel_list(domain: str, connect: str | None, timeout: float, as_json: bool) -> None:
     """List DOMAIN's channels: name, socket path, live state."""
     from gagent.host.channel_ops import channels_of
 
-    channels = _with_domain(connect, domain, channels_of, timeout=DEFAULT_TIMEOUT)
+    channels = _with_domain(connect, domain, channels_of, timeout=timeout)
     Output(as_json).emit(
         channels,
         lambda value: (

@@ -98,8 +98,9 @@ def stopped_libvirtd(libvirt_daemon):
     [("agent", "{name}", "-c", "{uri}", "--timeout", "3", "ping"),
      ("status", "{name}", "-c", "{uri}", "--timeout", "3"),
      ("fsfreeze", "status", "{name}", "-c", "{uri}", "--timeout", "3"),
-     ("snapshot", "create", "{name}", "never", "-c", "{uri}", "--timeout", "3")],
-    ids=["agent-ping", "status", "fsfreeze-status", "snapshot-create"],
+     ("snapshot", "create", "{name}", "never", "-c", "{uri}", "--timeout", "3"),
+     ("channel", "list", "{name}", "-c", "{uri}", "--timeout", "3")],
+    ids=["agent-ping", "status", "fsfreeze-status", "snapshot-create", "channel-list"],
 )  # fmt: skip
 async def test_a_hung_libvirtd_cannot_outlive_the_timeout(main_domain, stopped_libvirtd, command):
     argv = [w.format(name=main_domain.name, uri=main_domain.uri) for w in command]
