@@ -161,7 +161,7 @@ class BlockingAgent(AgentCommands):
         try:
             await self._send(data, command)
             if command in NO_REPLY_COMMANDS:
-                return self._no_reply(command, arguments)
+                return await self._no_reply(command, arguments)
             event = await self._next_event(command)
         except BaseException:
             conn.abandon()  # whatever reply is still coming belongs to no one
@@ -188,13 +188,13 @@ class BlockingAgent(AgentCommands):
 
     # ------------------------------------------------------------ internals
 
-    def _no_reply(self, command: str, arguments: dict[str, Any] | None) -> None:
+    async def _no_reply(self, command: str, arguments: dict[str, Any] | None) -> None:
         """Success is silence for a grace period, or the agent going away."""
         deadline = self.deadline
         grace_end = time.monotonic() + NO_REPLY_GRACE
         self.deadline = grace_end if deadline is None else min(deadline, grace_end)
         try:
-            event = run_blocking(self._next_event(command))
+            event = await self._next_event(command)
         except (AgentTimeout, ConnectionLost):
             self._conn.command_done_without_reply()
             return None
@@ -412,6 +412,12 @@ def frozen(
         except (AgentError, CommandUnavailable, FrozenStateViolation):
             record._sent_at = None  # answered, or never sent: nothing was frozen
             raise
+        except AgentTimeout:  # thawed below all the same: the guest may have frozen
+            raise f.FreezeTimeout(
+                f"no reply to {command} within {freeze_timeout:g}s from "
+                f"{domain or 'the guest'}: it may have frozen, so it was thawed",
+                record=record,
+            ) from None
         record._frozen_at = time.monotonic()
         if record.frozen == 0 and not allow_nothing_frozen:
             nothing = True

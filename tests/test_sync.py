@@ -24,7 +24,7 @@ import gagent
 import gagent.sync
 from gagent.commands import AgentCommands
 from gagent.errors import AgentError, AgentUnavailable, GagentError
-from gagent.freeze import ThawUnconfirmed
+from gagent.freeze import FreezeTimeout, ThawUnconfirmed
 from gagent.localagent import BLOCKED_RPCS, local_qemu_ga
 
 #: Also blocked for the comparison: a thaw on the host is not the test's to send.
@@ -446,3 +446,32 @@ def test_a_sync_caller_in_a_thread_can_freeze_too(tmp_path: Path) -> None:
     thread.start()
     thread.join()
     assert errors == []
+
+
+async def test_a_freeze_without_reply_is_freeze_timeout_and_thawed(tmp_path: Path) -> None:
+    fake = FreezableFake().on("guest-fsfreeze-freeze", Silence())
+    path = tmp_path / "fake.sock"
+
+    def client() -> None:
+        with gagent.sync.open_agent(path, timeout=5) as agent:
+            with pytest.raises(FreezeTimeout, match="it may have frozen, so it was thawed"):
+                with gagent.sync.frozen(agent, freeze_timeout=0.3):
+                    pytest.fail("the block must not run")
+
+    await _with_fake(fake, path, client)
+    assert fake.commands[-2:] == ["guest-fsfreeze-thaw", "guest-fsfreeze-status"]
+
+
+async def test_no_reply_commands_succeed_in_silence_and_fail_on_an_error(tmp_path: Path) -> None:
+    fake = FakeAgent().on("guest-suspend-ram", Fail())
+    path = tmp_path / "fake.sock"
+
+    def client() -> None:
+        with gagent.sync.open_agent(path, timeout=5) as agent:
+            with pytest.raises(AgentError):
+                agent.suspend_ram()
+            assert agent.shutdown() is None  # silence is success
+            agent.ping()  # the conversation goes on after both
+
+    await _with_fake(fake, path, client)
+    assert fake.commands.count("guest-shutdown") == 1
