@@ -475,3 +475,27 @@ async def test_no_reply_commands_succeed_in_silence_and_fail_on_an_error(tmp_pat
 
     await _with_fake(fake, path, client)
     assert fake.commands.count("guest-shutdown") == 1
+
+
+def test_the_command_layer_awaits_only_its_own_methods() -> None:
+    """What lets run_blocking drive it: every await in AgentCommands is of ``self.X(...)``,
+    X one of its own coroutine methods (which end in the transport's ``execute``)."""
+    import ast
+
+    source = Path(inspect.getsourcefile(AgentCommands) or "").read_text()
+    tree = ast.parse(source)
+    commands = next(
+        n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "AgentCommands"
+    )
+    own = typed_commands()
+    awaited = []
+    for node in ast.walk(commands):
+        if isinstance(node, ast.Await):
+            call = node.value
+            assert isinstance(call, ast.Call), ast.unparse(node)
+            func = call.func
+            assert isinstance(func, ast.Attribute), ast.unparse(node)
+            assert isinstance(func.value, ast.Name) and func.value.id == "self", ast.unparse(node)
+            assert func.attr in own, ast.unparse(node)
+            awaited.append(func.attr)
+    assert "execute" in awaited and "call" in awaited  # the scan saw the real awaits
