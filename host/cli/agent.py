@@ -255,7 +255,10 @@ _simple("time", "time", "Guest clock (ns since the epoch).")
 @pass_options
 def info(options: AgentOptions) -> None:
     """Agent version and its commands (enabled or not)."""
-    result = options.run(lambda agent: agent.info())
+    result = options.run(
+        lambda agent: agent.info(),
+        view=lambda v: f"version {v.version}, {len(v.enabled_commands)} commands enabled",
+    )
 
     def human(value: Any) -> str:
         enabled = value.enabled_commands

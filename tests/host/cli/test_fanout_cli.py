@@ -5,6 +5,7 @@ a dead socket, a hung agent (accepts, never answers) and a stopped domain."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -159,3 +160,9 @@ def test_usage_errors(capsys, node, argv, message):
     code, out, err = run(capsys, *argv[:1], "-c", node, *argv[1:])
     assert (code, out) == (2, "")
     assert len(err.splitlines()) == 1 and err.startswith(f"gagent: error: {message}")
+
+
+def test_info_is_summed_up_on_its_line(capsys, node):
+    code, out, _ = run(capsys, "agent", "-c", node, "--domains", "good1", "info")
+    assert code == 0
+    assert re.fullmatch(r"good1: version \S+, \d+ commands enabled\n", out), out
