@@ -157,12 +157,17 @@ class DomainSession:
         with trio.move_on_after(UNKNOWN_STATE_SYNC_LIMIT):
             await agent.sync()
             return
-        raise AgentUnavailable(
-            f"channel {route.channel.name} of domain {self.name} did not answer within "
-            f"{UNKNOWN_STATE_SYNC_LIMIT:g}s and libvirt reports no state for it yet: "
-            "nothing in the guest seems to have the port open",
-            hint="is qemu-ga running in the guest on that port? run 'gagent-guest check' there",
-        )
+        raise silent_unknown_channel(route, self.name)
+
+
+def silent_unknown_channel(route: AgentRoute, domain: str) -> AgentUnavailable:
+    """A channel libvirt knows no state of stayed silent for UNKNOWN_STATE_SYNC_LIMIT."""
+    return AgentUnavailable(
+        f"channel {route.channel.name} of domain {domain} did not answer within "
+        f"{UNKNOWN_STATE_SYNC_LIMIT:g}s and libvirt reports no state for it yet: "
+        "nothing in the guest seems to have the port open",
+        hint="is qemu-ga running in the guest on that port? run 'gagent-guest check' there",
+    )
 
 
 @asynccontextmanager

@@ -39,6 +39,7 @@ from gagent.sync import (
 from .channel import GAGENT_CHANNEL
 from .libvirt_agent import LibvirtAgent
 from .reach import AgentRoute, Transport, choose_route
+from .session import UNKNOWN_STATE_SYNC_LIMIT, silent_unknown_channel
 from .virt_calls import VirConnect, VirDomain, agent_command_blocking, read_domain_blocking
 from .virt_types import DomainState, resolve_uri
 
@@ -192,7 +193,16 @@ def _socket_agent(
     agent = SyncAgent(transport, timeout)
     try:
         left = _left(deadline, "the first sync")
-        agent.run(transport.sync(), left)
+        if route.channel.state is not None:
+            agent.run(transport.sync(), left)
+        else:  # hot-plugged, or never opened by the guest: a live agent answers in ms
+            limit = min(left or UNKNOWN_STATE_SYNC_LIMIT, UNKNOWN_STATE_SYNC_LIMIT)
+            try:
+                agent.run(transport.sync(), limit)
+            except AgentTimeout:
+                if limit < UNKNOWN_STATE_SYNC_LIMIT:
+                    raise  # the caller's own deadline came first
+                raise silent_unknown_channel(route, name) from None
     except BaseException:
         transport.close()
         raise

@@ -499,3 +499,24 @@ def test_the_command_layer_awaits_only_its_own_methods() -> None:
             assert func.attr in own, ast.unparse(node)
             awaited.append(func.attr)
     assert "execute" in awaited and "call" in awaited  # the scan saw the real awaits
+
+
+@pytest.mark.qemu_ga
+def test_a_silent_channel_of_unknown_state_is_the_async_error(domain_on, hung_listener) -> None:
+    """libvirt knows no state of the channel and nothing answers: AgentUnavailable after the
+    session's limit, word for word as the async domain session says it."""
+    from gagent.host.session import open_domain_agent
+
+    name = domain_on(gagent_channel(hung_listener))
+
+    async def async_error() -> str:
+        with pytest.raises(AgentUnavailable) as caught:
+            async with open_domain_agent(name, uri=TEST_URI):
+                pass
+        return str(caught.value)
+
+    with pytest.raises(AgentUnavailable) as caught:
+        with gagent.sync.open_domain_agent(name, uri=TEST_URI, timeout=30):
+            pass
+    assert "libvirt reports no state for it yet" in str(caught.value)
+    assert str(caught.value) == trio.run(async_error)
