@@ -58,6 +58,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from dataclasses import dataclass, field
 
 import trio
+from trio.lowlevel import RunVar
 
 from .commands import AgentCommands
 from .errors import (
@@ -74,7 +75,7 @@ from .types import expect_int
 __all__ = [
     "DEFAULT_FREEZE_TIMEOUT", "DEFAULT_THAW_TIMEOUT", "AlreadyFrozen", "FreezeError",
     "FreezeRecord", "FreezeTimeout", "FreezeWindowWarning", "NothingFrozen", "ThawUnconfirmed",
-    "freeze", "frozen", "thaw", "thaw_if_frozen",
+    "freeze", "frozen", "thaw", "thaw_if_frozen", "unconfirmed_thaws",
 ]  # fmt: skip
 
 logger = logging.getLogger("gagent.freeze")
@@ -154,6 +155,36 @@ class ThawUnconfirmed(FreezeError):
             f"Its filesystems stay frozen until thawed: run '{retry}' now",
             record=record,
         )
+
+
+#: The thaws of the current trio run that could not be confirmed.  A command whose
+#: deadline passes or that a signal stops while such an alarm stands must report the
+#: alarm, not the timeout (gagent.host.cli.common reads it through unconfirmed_thaws()).
+_UNCONFIRMED: RunVar[list[ThawUnconfirmed]] = RunVar("gagent.unconfirmed_thaws")
+
+
+def unconfirmed_thaws() -> list[ThawUnconfirmed]:
+    """The thaws of this trio run that could not be confirmed and were not made good by a
+    later confirmed thaw of the same guest; [] outside a trio run."""
+    try:
+        return list(_UNCONFIRMED.get())
+    except (LookupError, RuntimeError):  # none yet / not in a trio run (gagent.sync)
+        return []
+
+
+def _note_thaw(domain: str | None, error: ThawUnconfirmed | None) -> None:
+    try:
+        try:
+            found = _UNCONFIRMED.get()
+        except LookupError:
+            found = []
+            _UNCONFIRMED.set(found)
+    except RuntimeError:
+        return  # not in a trio run
+    if error is None:  # confirmed: an earlier alarm about this guest is over
+        found[:] = [e for e in found if e.domain != domain]
+    else:
+        found.append(error)
 
 
 class FreezeWindowWarning(UserWarning):
@@ -315,8 +346,10 @@ async def _thaw_step(
         reasons.append(f"the thaw deadline of {thaw_timeout:g}s passed")
     if not record.confirmed:
         error = ThawUnconfirmed(record.domain, retry, reasons, record)
+        _note_thaw(record.domain, error)
         logger.critical("%s", error)
         raise error
+    _note_thaw(record.domain, None)
     if current is not agent:
         agent.frozen = False
         agent.forget_info()

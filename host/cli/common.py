@@ -68,6 +68,9 @@ def run_command(func: Callable[[], Awaitable[T]], *, seconds: float | None, targ
                     try:
                         with work_scope:
                             result.append(await _bounded(func, seconds, target))
+                    except (CommandTimeout, trio.TooSlowError) as exc:
+                        _raise_any_unconfirmed_thaw(exc)
+                        raise
                     finally:
                         nursery.cancel_scope.cancel()  # stop listening for signals
 
@@ -79,10 +82,22 @@ def run_command(func: Callable[[], Awaitable[T]], *, seconds: float | None, targ
                     received.append(signum)
                     work_scope.cancel()
         if received and not result:
-            raise Interrupted(received[0])
+            interrupted = Interrupted(received[0])
+            _raise_any_unconfirmed_thaw(interrupted)
+            raise interrupted
         return result[0]
 
     return trio.run(main)
+
+
+def _raise_any_unconfirmed_thaw(cause: BaseException) -> None:
+    """A thaw that could not be confirmed outranks the timeout or signal that ended the
+    command: the operator must read THE GUEST MAY STILL BE FROZEN and its command (exit 9)."""
+    from gagent.freeze import unconfirmed_thaws
+
+    pending = unconfirmed_thaws()
+    if pending:
+        raise pending[0] from cause
 
 
 async def _bounded(func: Callable[[], Awaitable[T]], seconds: float | None, target: str) -> T:

@@ -232,3 +232,28 @@ def test_transport_libvirt_is_honoured(capsys, tmp_path):
     # the test driver has no qemuAgentCommand: the error proves the libvirt route was taken
     assert code != 0 and "virDomainQemuAgentCommand" in err
     assert fake.commands == []
+
+
+@pytest.mark.parametrize("ending", ["deadline", "SIGTERM"])
+@pytest.mark.parametrize("command", [("fsfreeze", "thaw"), ("thaw",)])
+def test_an_unconfirmed_thaw_outranks_the_deadline_or_signal_that_ends_it(
+    capsys, tmp_path, ending, command
+):
+    fake = FreezableFake().set_default(THAW, Silence())
+    fake.state, fake._held = "frozen", 1
+    extra = ("--timeout", "0.3") if ending == "deadline" else ()
+    with served(fake, tmp_path) as uri:
+        timer = threading.Timer(0.3, signal.raise_signal, (signal.SIGTERM,))
+        if ending == "SIGTERM":
+            timer.start()
+        try:
+            code, out, err = run(
+                capsys, *command, "vm1", "-c", uri, "--thaw-timeout", "0.9", *extra
+            )
+        finally:
+            timer.cancel()
+    assert (code, out) == (9, ""), err  # not 4 or 143: the guest may still be frozen
+    (line,) = err.splitlines()
+    assert line.startswith("gagent: error: THE GUEST MAY STILL BE FROZEN"), line
+    assert f"run 'gagent thaw vm1 -c {uri}' now" in line
+    assert THAW in fake.commands  # sent, never answered: nothing confirmed it
