@@ -118,7 +118,6 @@ def find_channel_sockets(
     domain: str, channel: str, *, proc: Path = Path("/proc")
 ) -> list[QemuChannel]:
     """Every running QEMU whose ``-name`` or ``-uuid`` is ``domain`` and has port ``channel``."""
-    wanted = domain.lower()
     by_inode: dict[int, str] | None = None
     found = []
     for entry in proc.iterdir():
@@ -132,7 +131,9 @@ def find_channel_sockets(
         if not argv or "qemu" not in os.path.basename(argv[0]) or "-name" not in argv:
             continue
         parsed = parse_qemu_argv(argv)
-        if wanted not in (parsed.name, parsed.uuid) or channel not in parsed.ports:
+        # names are case-sensitive in libvirt; UUIDs are not
+        named = domain == parsed.name or domain.lower() == parsed.uuid
+        if not named or channel not in parsed.ports:
             continue
         chardev = parsed.ports[channel]
         path = parsed.chardev_paths.get(chardev)

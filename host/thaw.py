@@ -13,18 +13,19 @@ from __future__ import annotations
 import shlex
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 import trio
 
 from gagent.client import open_agent
 from gagent.errors import AgentUnavailable, GagentError, HostError
-from gagent.freeze import DEFAULT_THAW_TIMEOUT, thaw
+from gagent.freeze import DEFAULT_THAW_TIMEOUT, ThawUnconfirmed, thaw
 
 from .channel import GAGENT_CHANNEL
 from .qemu_procs import find_channel_sockets
 from .reach import Transport
 from .session import DomainSession, open_domain
-from .virt import DomainNotFound, Hypervisor
+from .virt import Hypervisor, open_hypervisor, resolve_uri
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "ThawReport", "emergency_thaw"]
 
@@ -53,27 +54,40 @@ async def emergency_thaw(
     """Thaw through every agent the domain has (ours and libvirt's): each keeps its own
     freeze state, and a thaw through either thaws every filesystem.
 
-    When libvirt does not answer within ``connect_timeout`` (a hung libvirtd),
-    the thaw goes straight to the channel's socket, found from the domain's
-    running QEMU process (:mod:`gagent.host.qemu_procs`).
+    When a libvirtd on this machine does not answer within ``connect_timeout``
+    (hung), or cannot be connected to at all (stopped or crashed), the thaw goes
+    straight to the channel's socket, found from the domain's running QEMU
+    process (:mod:`gagent.host.qemu_procs`).  Never for a remote URI (the QEMU
+    processes here are not that host's), and never when libvirt answered (a
+    domain it does not know is not guessed at).
     """
+    resolved = resolve_uri(uri) if hypervisor is None else hypervisor.uri
+    local = resolved is None or not urlparse(resolved).hostname
     async with AsyncExitStack() as stack:
+        why = session = None
         try:
             with trio.fail_after(connect_timeout):
-                session = await stack.enter_async_context(
-                    open_domain(ref, uri=uri, hypervisor=hypervisor)
+                hv = hypervisor
+                if hv is None:
+                    try:
+                        hv = await stack.enter_async_context(await open_hypervisor(uri))
+                    except HostError as exc:  # no daemon (stopped, crashed): not an answer
+                        why = f"libvirt cannot be reached ({exc})"
+                if hv is not None:  # libvirt answers: its word stands (no such domain...)
+                    session = await stack.enter_async_context(open_domain(ref, hypervisor=hv))
+        except trio.TooSlowError:
+            why = f"libvirt did not answer within {connect_timeout:g}s"
+        if why is not None:
+            if not local:
+                raise AgentUnavailable(
+                    f"{why} at {resolved}, and a domain on another host can only be thawed "
+                    "through it or from that host",
+                    hint=f"on that host run: gagent thaw {ref}",
                 )
-        except (trio.TooSlowError, HostError) as exc:
-            if isinstance(exc, DomainNotFound):
-                raise
-            why = (
-                f"libvirt did not answer within {connect_timeout:g}s"
-                if isinstance(exc, trio.TooSlowError)
-                else f"libvirt failed: {exc}"
-            )
             return [
                 await _thaw_without_libvirt(ref, channel_name, why, thaw_timeout, connect_timeout)
             ]
+        assert session is not None
         return await _thaw_every_route(session, channel_name, thaw_timeout, connect_timeout)
 
 
@@ -100,7 +114,7 @@ async def _thaw_every_route(
             error = f"no answer within {connect_timeout:g}s"
             reports.append(ThawReport(where, error=error, retry=retry))
         except GagentError as exc:
-            reports.append(ThawReport(where, error=str(exc), retry=retry))
+            reports.append(ThawReport(where, error=_why(exc), retry=retry))
     if not reports:
         raise AgentUnavailable(
             f"domain {session.name} has no reachable agent channel to thaw through",
@@ -145,4 +159,12 @@ async def _thaw_without_libvirt(
     except trio.TooSlowError:
         return ThawReport(where, error=f"no answer within {connect_timeout:g}s", retry=retry)
     except GagentError as exc:
-        return ThawReport(where, error=str(exc), retry=retry)
+        return ThawReport(where, error=_why(exc), retry=retry)
+
+
+def _why(error: GagentError) -> str:
+    """What went wrong on one route (an unconfirmed thaw's own reasons: the command's
+    error line says THE GUEST MAY STILL BE FROZEN once, not once per route)."""
+    if isinstance(error, ThawUnconfirmed):
+        return "; ".join(error.reasons) or "no answer"
+    return str(error)

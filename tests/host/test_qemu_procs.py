@@ -81,3 +81,9 @@ def test_two_guests_of_one_name_are_both_reported_never_guessed(tmp_path):
     make_proc(tmp_path, 11, qemu_argv("web", "00000000-0000-0000-0000-000000000001", path="/b"))
     found = find_channel_sockets("web", "org.gagent.agent.0", proc=tmp_path)
     assert sorted(c.socket_path for c in found) == ["/a.sock", "/b"]
+
+
+def test_names_are_case_sensitive_like_libvirts(tmp_path):
+    make_proc(tmp_path, 10, qemu_argv("vm1", UUID, path="/a.sock"))
+    assert find_channel_sockets("VM1", "org.gagent.agent.0", proc=tmp_path) == []
+    assert len(find_channel_sockets("vm1", "org.gagent.agent.0", proc=tmp_path)) == 1

@@ -257,3 +257,21 @@ def test_an_unconfirmed_thaw_outranks_the_deadline_or_signal_that_ends_it(
     assert line.startswith("gagent: error: THE GUEST MAY STILL BE FROZEN"), line
     assert f"run 'gagent thaw vm1 -c {uri}' now" in line
     assert THAW in fake.commands  # sent, never answered: nothing confirmed it
+
+
+def test_thaw_never_falls_back_to_local_qemu_for_a_remote_uri(capsys):
+    # nothing listens on port 1: libvirt cannot be reached, and it is another host's domain
+    code, out, err = run(capsys, "thaw", "vm1", "-c", "qemu+tcp://127.0.0.2:1/system")
+    assert (code, out) == (3, "")
+    (line,) = err.splitlines()
+    assert "a domain on another host can only be thawed through it or from that host" in line
+    assert "QEMU pid" not in line
+
+
+def test_thaw_with_no_local_daemon_looks_for_the_qemu_process(capsys, tmp_path):
+    uri = f"qemu+unix:///system?socket={tmp_path}/no-libvirtd.sock"
+    code, out, err = run(capsys, "thaw", "gagent-test-no-such-vm", "-c", uri)
+    assert (code, out) == (3, "")
+    (line,) = err.splitlines()
+    assert line.startswith("gagent: error: libvirt cannot be reached (")
+    assert "no running QEMU process of gagent-test-no-such-vm has a socket for channel" in line
