@@ -137,13 +137,20 @@ async def _fan_out(
         click.echo(line)
         sys.stdout.flush()  # a script reading the lines sees each domain as it ends
 
-    with trio.fail_after(seconds or float("inf")):  # connecting and listing
-        hypervisor = await open_hypervisor(connect)
+    libvirt = f"libvirt ({connect or 'the default URI'})"
+    try:
+        with trio.fail_after(seconds or float("inf")):
+            hypervisor = await open_hypervisor(connect)
+    except trio.TooSlowError:
+        raise CommandTimeout(seconds or 0, libvirt) from None
     outcomes: list[Outcome] = []
     async with hypervisor:
         if domains is None:
-            with trio.fail_after(seconds or float("inf")):
-                domains = await running_domain_names(hypervisor.conn)
+            try:
+                with trio.fail_after(seconds or float("inf")):
+                    domains = await running_domain_names(hypervisor.conn)
+            except trio.TooSlowError:
+                raise CommandTimeout(seconds or 0, f"{libvirt} to list the domains") from None
         limiter = trio.CapacityLimiter(concurrency)
 
         async def one(ref: str) -> None:

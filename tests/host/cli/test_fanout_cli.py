@@ -166,3 +166,19 @@ def test_info_is_summed_up_on_its_line(capsys, node):
     code, out, _ = run(capsys, "agent", "-c", node, "--domains", "good1", "info")
     assert code == 0
     assert re.fullmatch(r"good1: version \S+, \d+ commands enabled\n", out), out
+
+
+def test_a_libvirtd_that_never_answers_ends_on_the_deadline(capsys, tmp_path):
+    """Connecting (and listing) is bounded by --timeout too, and said to be libvirt's."""
+    path = tmp_path / "libvirt-sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(4)
+    try:
+        uri = f"qemu+unix:///system?socket={path}"
+        code, out, err = run(capsys, "agent", "-c", uri, "--all", "--timeout", "0.5", "ping")
+    finally:
+        listener.close()
+    assert (code, out) == (4, "")
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"gagent: error: timed out after 0.5s waiting for libvirt ({uri})")
