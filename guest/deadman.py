@@ -299,6 +299,10 @@ def start(state_dir: Path, mountinfo: Path) -> int:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
+        # Whatever qemu-ga leaked to its hook (its virtio port among them) must not
+        # stay open here: a restarted qemu-ga could not open its port (EBUSY).
+        os.closerange(3, ready_w)
+        os.closerange(ready_w + 1, os.sysconf("SC_OPEN_MAX"))
         # blocked before the pid is published: a signal sent right away waits for us
         signal.pthread_sigmask(
             signal.SIG_BLOCK,
