@@ -65,7 +65,7 @@ def within(seconds: float | None, func: Callable[[], T], doing: str) -> T:
     worker.start()
     worker.join(seconds)
     if not outcome:
-        raise AgentTimeout(f"libvirt did not answer within {seconds:g}s ({doing})")
+        raise AgentTimeout(f"libvirt did not answer within {seconds:.3g}s ({doing})")
     ok, value = outcome[0]
     if ok:
         return value

@@ -520,3 +520,10 @@ def test_a_silent_channel_of_unknown_state_is_the_async_error(domain_on, hung_li
             pass
     assert "libvirt reports no state for it yet" in str(caught.value)
     assert str(caught.value) == trio.run(async_error)
+
+
+def test_a_libvirtd_that_never_answers_is_agent_timeout(hung_listener: Path) -> None:
+    uri = f"qemu+unix:///system?socket={hung_listener}"
+    with pytest.raises(gagent.sync.AgentTimeout, match=r"libvirt did not answer within 0.5s"):
+        with gagent.sync.open_domain_agent("vm1", uri=uri, timeout=0.5):
+            pass
