@@ -20,6 +20,7 @@ libvirtd or an unanswering remote host cannot outlive the caller's
 from __future__ import annotations
 
 import shlex
+import uuid as uuid_module
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -84,6 +85,15 @@ class DomainSession:
 
     # ------------------------------------------------------------- advice
 
+    @property
+    def advice_ref(self) -> str:
+        """How advice names the domain: its name, unless gagent and virsh would read that
+        name as an ID or a UUID first (a domain named ``1``): then its UUID."""
+        name = self.name
+        if name.isdigit() or _looks_like_uuid(name):
+            return self.domain.uuid
+        return name
+
     def command(self, *words: str, options: tuple[str, ...] = ()) -> str:
         """The exact ``gagent`` command for this domain on this connection.
 
@@ -91,11 +101,11 @@ class DomainSession:
         is the connection's own, so the advice works whatever the environment
         of whoever runs it.
         """
-        return shlex.join(["gagent", *words, self.name, "-c", self.uri, *options])
+        return shlex.join(["gagent", *words, self.advice_ref, "-c", self.uri, *options])
 
     def virsh(self, verb: str) -> str:
         """The exact virsh command for this domain on this connection (start, resume...)."""
-        return shlex.join(["virsh", "-c", self.uri, verb, self.name])
+        return shlex.join(["virsh", "-c", self.uri, verb, self.advice_ref])
 
     def thaw_command(self, channel: str = GAGENT_CHANNEL) -> str:
         """How an operator thaws this domain by hand (through every agent it has)."""
@@ -209,3 +219,11 @@ async def open_domain_agent(
         session.agent(transport, channel_name) as agent,
     ):
         yield agent
+
+
+def _looks_like_uuid(text: str) -> bool:
+    try:
+        uuid_module.UUID(text)
+    except ValueError:
+        return False
+    return True

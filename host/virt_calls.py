@@ -12,6 +12,7 @@ on these; the rest of gagent.host talks to gagent.host.virt, not to this module.
 
 from __future__ import annotations
 
+import shlex
 import threading
 import uuid as uuid_module
 from collections.abc import Callable
@@ -203,7 +204,8 @@ def find_domain(conn: VirConnect, ref: str, *, uri: str) -> VirDomain:
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             raise DomainNotFound(
-                f"no domain {ref!r} on {uri} (by name, UUID or ID); see 'virsh list --all'",
+                f"no domain {ref!r} on {uri} (by name, UUID or ID); see "
+                + shlex.join(["virsh", "-c", uri, "list", "--all"]),
                 code=exc.get_error_code(),
                 libvirt_message=exc.get_error_message(),
             ) from None

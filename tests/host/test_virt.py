@@ -177,7 +177,7 @@ async def test_lookup_unknown_is_domain_not_found(ref):
     assert err.libvirt_message and "not found" in err.libvirt_message.lower()
     assert repr(ref) in str(err)
     assert DEFAULT_URI in str(err)
-    assert "virsh list --all" in str(err)
+    assert f"virsh -c {DEFAULT_URI} list --all" in str(err)  # the connection it looked on
 
 
 async def test_domains_lists_ours(make_domain):

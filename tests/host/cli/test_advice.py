@@ -98,3 +98,21 @@ def test_a_stopped_domain_advises_virsh_on_this_connection(capsys, tmp_path, sta
     (argv,) = advised(err)
     assert argv == ["virsh", "-c", uri, verb, "vm1"]
     assert run_advice(capsys, argv) == 0
+
+
+def test_a_domain_named_like_an_id_is_advised_by_uuid(capsys, tmp_path):
+    # 'gagent ... 1' and 'virsh ... 1' look for ID 1 first: advice must not reach another VM
+    path = tmp_path / "node.xml"
+    uuid = "6695eb01-f6a4-8304-79aa-97f2502e193f"
+    path.write_text(
+        f"""<node><domain type='test'><name>vm1</name><memory>1048576</memory>
+<os><type>hvm</type></os><devices/></domain>
+<domain type='test'><name>1</name><uuid>{uuid}</uuid><memory>1048576</memory>
+<os><type>hvm</type></os><devices/></domain></node>"""
+    )
+    uri = f"test://{path}"
+    code, _out, err = gagent(capsys, "agent", uuid, "-c", uri, "ping")
+    assert code == 3, err
+    (argv,) = advised(err)
+    assert argv == ["gagent", "channel", "add", uuid, "-c", uri]
+    assert run_advice(capsys, argv) == 0
