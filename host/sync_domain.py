@@ -2,8 +2,8 @@
 
 The least libvirt work that reaches the agent: connect, look the domain up,
 read its state and XML (:func:`gagent.host.virt_calls.read_domain_blocking`,
-one thread), choose the route exactly as the domain session does
-(:func:`gagent.host.reach.choose_route`), then
+one thread), choose the route and build the advice with the domain session's
+own (pure) methods (:class:`gagent.host.session.DomainSession`), then
 
 * gagent's channel: close the libvirt connection and talk on the socket with
   the blocking client (:class:`gagent.sync.BlockingAgent`);
@@ -20,7 +20,6 @@ by itself, or with the process).
 from __future__ import annotations
 
 import math
-import shlex
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,9 +36,11 @@ from gagent.sync import (
 )
 
 from .channel import GAGENT_CHANNEL
+from .domxml import parse_domain
 from .libvirt_agent import LibvirtAgent
-from .reach import AgentRoute, Transport, choose_route
-from .session import UNKNOWN_STATE_SYNC_LIMIT, silent_unknown_channel
+from .reach import AgentRoute, Transport
+from .session import UNKNOWN_STATE_SYNC_LIMIT, DomainSession, silent_unknown_channel
+from .virt import Domain, Hypervisor
 from .virt_calls import VirConnect, VirDomain, agent_command_blocking, read_domain_blocking
 from .virt_types import DomainState, resolve_uri
 
@@ -79,23 +80,6 @@ def _left(deadline: float | None, doing: str) -> float | None:
     if left <= 0:
         raise AgentTimeout(f"the deadline passed before {doing}")
     return left
-
-
-class _Advice:
-    """The exact commands for this domain on this connection (as DomainSession builds them)."""
-
-    def __init__(self, name: str, uri: str):
-        self.name, self.uri = name, uri
-
-    def command(self, *words: str, options: tuple[str, ...] = ()) -> str:
-        return shlex.join(["gagent", *words, self.name, "-c", self.uri, *options])
-
-    def virsh(self, verb: str) -> str:
-        return shlex.join(["virsh", "-c", self.uri, verb, self.name])
-
-    def thaw_command(self, channel: str) -> str:
-        options = () if channel == GAGENT_CHANNEL else ("--channel", channel)
-        return self.command("thaw", options=options)
 
 
 class _BlockingDomain:
@@ -154,18 +138,20 @@ def open_domain_agent(
         f"reading domain {ref}",
     )
     try:
-        name = dom.name()  # libvirt keeps it: no call to the daemon
-        advice = _Advice(name, actual_uri)
-        state = DomainState.from_libvirt(code)
-        route = choose_route(
-            name,
-            state,
-            xml if state.is_active else "",
-            transport=Transport(transport),
-            channel_name=channel_name,
-            advice=advice,
+        # The domain session's own route and advice, over what was just read (no I/O:
+        # its async methods, which would call libvirt, are not used here).
+        hypervisor = Hypervisor(conn, actual_uri)
+        session = DomainSession(
+            hypervisor,
+            Domain(hypervisor, dom),
+            DomainState.from_libvirt(code),
+            xml,
+            parse_domain(xml),
+            requested_uri=uri,
         )
-        target = AgentTarget(name, actual_uri, thaw=advice.thaw_command(channel_name))
+        name = session.name  # libvirt keeps it: no call to the daemon
+        route = session.route(transport, channel_name)
+        target = AgentTarget(name, actual_uri, thaw=session.thaw_command(channel_name))
         if route.transport is Transport.SOCKET:
             _close(conn)  # the socket route needs libvirt no more
             conn = None

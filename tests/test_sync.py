@@ -527,3 +527,34 @@ def test_a_libvirtd_that_never_answers_is_agent_timeout(hung_listener: Path) -> 
     with pytest.raises(gagent.sync.AgentTimeout, match=r"libvirt did not answer within 0.5s"):
         with gagent.sync.open_domain_agent("vm1", uri=uri, timeout=0.5):
             pass
+
+
+def test_advice_is_the_domain_sessions_own() -> None:
+    """A stopped domain whose name reads as an ID: the advice names it by UUID, as the
+    async domain session does (the sync path builds no advice of its own)."""
+    import libvirt
+
+    from gagent.host.session import open_domain_agent
+
+    conn = libvirt.open(TEST_URI)
+    name = str(900000 + uuid.uuid4().int % 99999)
+    dom = conn.defineXML(
+        f"<domain type='test'><name>{name}</name><memory unit='KiB'>65536</memory>"
+        "<os><type>hvm</type></os></domain>"
+    )
+    try:
+
+        async def async_error() -> str:
+            with pytest.raises(AgentUnavailable) as caught:
+                async with open_domain_agent(dom.UUIDString(), uri=TEST_URI):
+                    pass
+            return str(caught.value)
+
+        with pytest.raises(AgentUnavailable) as caught:
+            with gagent.sync.open_domain_agent(dom.UUIDString(), uri=TEST_URI):
+                pass
+        assert str(caught.value) == trio.run(async_error)
+        assert f"start {dom.UUIDString()}" in str(caught.value)
+    finally:
+        dom.undefine()
+        conn.close()
