@@ -81,7 +81,7 @@ async def require_shell(agent: AgentCommands, guest_path: str) -> None:
     """Raise unless the guest can run the steps above (guest-exec and a POSIX shell)."""
     way_out = (
         "enable it in the guest's qemu-ga (--allow-rpcs, --block-rpcs or /etc/qemu/qemu-ga.conf), "
-        "or write in place with --in-place (in_place=True; a failed copy then leaves a partial "
+        "or write in place with --in-place (a failed copy then leaves a partial "
         "file, and a new file gets mode 0666)"
     )
     for command in ("guest-exec", "guest-exec-status"):
@@ -103,7 +103,7 @@ async def require_shell(agent: AgentCommands, guest_path: str) -> None:
     if windows:
         raise UsageError(
             f"copying to {guest_path} atomically needs a POSIX shell, which a Windows guest "
-            "lacks: write it in place with --in-place (in_place=True)"
+            "lacks: write it in place with --in-place"
         )
 
 

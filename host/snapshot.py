@@ -385,8 +385,9 @@ async def snapshot_session(
             with trio.fail_after(connect_timeout):
                 agent = await stack.enter_async_context(session.agent(route=route))
                 thawed = thaw_on_connect and await thaw_if_frozen(
-                    agent, domain=domain.name, retry=retry
-                )
+                    agent, domain=domain.name, retry=retry,
+                    thaw_timeout=options.get("thaw_timeout", DEFAULT_THAW_TIMEOUT),
+                )  # fmt: skip
         except trio.TooSlowError:
             raise AgentUnavailable(
                 f"the agent of {domain.name} ({route.describe(domain.name)}) did not answer "

@@ -32,7 +32,7 @@ from gagent.errors import (
     ProtocolError,
     UsageError,
 )
-from gagent.freeze import ThawUnconfirmed
+from gagent.freeze import AlreadyFrozen, ThawUnconfirmed
 
 from .agent import agent_group
 
@@ -110,6 +110,7 @@ def exit_code_for(error: BaseException) -> int:
     """The exit code of a library error (most specific class first)."""
     table: list[tuple[type[BaseException], int]] = [
         (ThawUnconfirmed, EXIT_THAW_UNCONFIRMED),
+        (AlreadyFrozen, EXIT_GUEST_FROZEN),  # found frozen before gagent froze anything
         (UsageError, EXIT_USAGE),
         (AgentUnavailable, EXIT_UNREACHABLE),
         (GuestIsFrozen, EXIT_GUEST_FROZEN),

@@ -68,7 +68,7 @@ thaw_timeout_option = click.option(
     type=click.FloatRange(min=0.1),
     default=DEFAULT_THAW_TIMEOUT,
     show_default=True,
-    help="Seconds for the thaw and its confirmation (three attempts).",
+    help="Seconds for the thaw and its confirmation (up to three attempts).",
 )
 mountpoint_option = click.option(
     "--mountpoint", "mountpoints", multiple=True, help="Freeze only these (repeat)."

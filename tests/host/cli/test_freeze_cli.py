@@ -275,3 +275,23 @@ def test_thaw_with_no_local_daemon_looks_for_the_qemu_process(capsys, tmp_path):
     (line,) = err.splitlines()
     assert line.startswith("gagent: error: libvirt cannot be reached (")
     assert "no running QEMU process of gagent-test-no-such-vm has a socket for channel" in line
+
+
+def test_a_guest_found_frozen_is_exit_13_with_the_thaw(capsys, tmp_path):
+    fake = FreezableFake()
+    fake.state, fake._held = "frozen", 1  # left so by someone else
+    with served(fake, tmp_path) as uri:
+        code, out, err = run(capsys, "fsfreeze", "freeze", "vm1", "-c", uri)
+    assert (code, out) == (13, ""), err  # as 'gagent --help' documents for a frozen guest
+    assert f"'gagent thaw vm1 -c {uri}'" in err and len(err.splitlines()) == 1
+
+
+def test_thaw_on_connect_keeps_to_thaw_timeout(capsys, tmp_path):
+    fake = FreezableFake().set_default(THAW, Silence())
+    fake.state, fake._held = "frozen", 1
+    with served(fake, tmp_path) as uri:
+        code, _out, err = run(
+            capsys, "snapshot", "create", "vm1", "s1", "-c", uri, "--thaw-timeout", "0.6"
+        )
+    assert code == 9, err
+    assert "the thaw deadline of 0.6s passed" in err
