@@ -279,6 +279,9 @@ class SyncAgent:
         self.commands = commands
         #: Seconds each call may take (None or 0: no bound).
         self.timeout = timeout
+        # QGA answers strictly in order, without request ids: callers in several
+        # threads take turns, a whole call (guest-info check included) at a time.
+        self._turn = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -291,11 +294,12 @@ class SyncAgent:
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Drive one coroutine of ``commands`` to its end within ``timeout`` (default: ours)."""
         seconds = self.timeout if timeout is None else timeout
-        self.commands.deadline = time.monotonic() + seconds if seconds else None  # type: ignore[attr-defined]
-        try:
-            return run_blocking(coro)
-        finally:
-            self.commands.deadline = None  # type: ignore[attr-defined]
+        with self._turn:
+            self.commands.deadline = time.monotonic() + seconds if seconds else None  # type: ignore[attr-defined]
+            try:
+                return run_blocking(coro)
+            finally:
+                self.commands.deadline = None  # type: ignore[attr-defined]
 
     def sync(self) -> None:
         self.run(self.commands.sync())  # type: ignore[attr-defined]

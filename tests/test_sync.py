@@ -558,3 +558,30 @@ def test_advice_is_the_domain_sessions_own() -> None:
     finally:
         dom.undefine()
         conn.close()
+
+
+@pytest.mark.qemu_ga
+def test_threads_sharing_an_agent_take_turns(qemu_ga) -> None:
+    """Each call is one exchange at a time: replies never go to another thread's call."""
+    results: list[Any] = []
+
+    def caller(agent: gagent.sync.SyncAgent, method: str) -> None:
+        try:
+            for _ in range(30):
+                results.append((method, getattr(agent, method)()))
+        except BaseException as exc:  # reported below
+            results.append(("error", exc))
+
+    with gagent.sync.open_agent(qemu_ga.socket_path, timeout=30) as agent:
+        threads = [
+            threading.Thread(target=caller, args=(agent, method))
+            for method in ("host_name", "timezone", "host_name", "timezone")
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        zone = agent.timezone()
+    assert len(results) == 120
+    for method, value in results:
+        assert value == (socket.gethostname() if method == "host_name" else zone), method
