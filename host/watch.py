@@ -15,12 +15,16 @@ from functools import partial
 
 import trio
 
+from gagent.errors import HostError
+
 from .channel import list_channels
 from .virt import Domain, DomainEvent, DomainNotFound, Hypervisor, watch_events
 
 __all__ = ["ChangeEvent", "channel_states", "watch"]
 
 DEFAULT_POLL_INTERVAL = 0.5
+#: How long one poll of the live XML may take before the watch reports libvirt hung.
+DEFAULT_POLL_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -56,9 +60,13 @@ async def watch(
     domain_ref: str | None = None,
     *,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
+    poll_timeout: float = DEFAULT_POLL_TIMEOUT,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Send every change to ``send`` until cancelled.
+
+    A poll libvirt does not answer within ``poll_timeout`` ends the watch with a
+    HostError (the caller bounds the start itself: registering and the baseline).
 
     The hypervisor must be opened with ``events=True`` for libvirt's events.
     Under ``nursery.start()`` it returns once nothing can be missed any more:
@@ -87,7 +95,15 @@ async def watch(
     async def poll_forever() -> None:
         while True:
             await trio.sleep(poll_interval)
-            await poll_once()
+            try:
+                with trio.fail_after(poll_timeout):
+                    await poll_once()
+            except trio.TooSlowError:
+                # a watcher that silently stops reporting is worse than one that stops
+                raise HostError(
+                    f"libvirt at {hypervisor.uri} did not answer within {poll_timeout:g}s "
+                    "while watching: is libvirtd hung? (the watch stopped)"
+                ) from None
 
     async def forward_events(task_status: trio.TaskStatus[None]) -> None:
         events_send, events_receive = trio.open_memory_channel[DomainEvent](256)

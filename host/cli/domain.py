@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any, TypeVar
 
@@ -266,25 +267,45 @@ def _status_exit(report: dict[str, Any]) -> int:
     help="Stop after this many seconds (default: until Ctrl-C).",
 )
 @click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True)
-def watch(domain: str | None, connect: str | None, duration: float, interval: float) -> None:
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Seconds libvirt may take to connect, to start the watch and for each poll.",
+)
+def watch(
+    domain: str | None, connect: str | None, duration: float, interval: float, timeout: float
+) -> None:
     """Stream channel state changes and lifecycle/agent events (all domains or DOMAIN)."""
     from gagent.host.virt import open_hypervisor
     from gagent.host.watch import ChangeEvent
     from gagent.host.watch import watch as watch_changes
 
+    from .common import CommandTimeout
+
     async def run() -> None:
-        async with await open_hypervisor(connect, events=True) as hypervisor:
-            send, receive = trio.open_memory_channel[ChangeEvent](256)
-            async with trio.open_nursery() as nursery:
-                # the banner means it: events registered and the baseline taken
-                await nursery.start(
-                    partial(watch_changes, hypervisor, send, domain, poll_interval=interval)
-                )
-                click.echo(f"watching {domain or 'all domains'} on {hypervisor.uri}", err=True)
-                with trio.move_on_after(duration or float("inf")):
-                    async for change in receive:
-                        click.echo(str(change))
-                nursery.cancel_scope.cancel()
+        where = f"libvirt at {connect or 'the default URI'}"
+        send, receive = trio.open_memory_channel[ChangeEvent](256)
+        async with AsyncExitStack() as stack:
+            try:
+                with trio.fail_after(timeout):
+                    hypervisor = await open_hypervisor(connect, events=True)
+                await stack.enter_async_context(hypervisor)
+                nursery = await stack.enter_async_context(trio.open_nursery())
+                with trio.fail_after(timeout):
+                    # the banner means it: events registered and the baseline taken
+                    await nursery.start(
+                        partial(watch_changes, hypervisor, send, domain, poll_interval=interval,
+                                poll_timeout=timeout)
+                    )  # fmt: skip
+            except trio.TooSlowError:
+                raise CommandTimeout(timeout, where) from None
+            click.echo(f"watching {domain or 'all domains'} on {hypervisor.uri}", err=True)
+            with trio.move_on_after(duration or float("inf")):
+                async for change in receive:
+                    click.echo(str(change))
+            nursery.cancel_scope.cancel()
 
     run_command(run, seconds=None, target="libvirt")
 

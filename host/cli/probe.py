@@ -38,6 +38,12 @@ __all__ = ["channel_probe"]
     help="Seconds to wait for the guest to answer.",
 )
 @connect_option
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Deadline for the whole command, libvirt included (default: --wait + 30 s; 0: none).",
+)
 @json_option
 def channel_probe(
     domain: str | None,
@@ -46,6 +52,7 @@ def channel_probe(
     count: int,
     wait: float,
     connect: str | None,
+    timeout: float | None,
     as_json: bool,
 ) -> int:
     """Send probes through DOMAIN's channel and print the round-trip times.
@@ -71,8 +78,7 @@ def channel_probe(
             domain, name=port, uri=connect, count=count, wait=wait, on_event=say
         )
 
-    result = run_command(
-        run, seconds=wait + DEFAULT_TIMEOUT + count, target=socket_path or f"domain {domain}"
-    )
+    seconds = wait + DEFAULT_TIMEOUT + count if timeout is None else timeout
+    result = run_command(run, seconds=seconds, target=socket_path or f"domain {domain}")
     Output(as_json).emit(result.as_dict(), lambda _value: result.summary())
     return 0

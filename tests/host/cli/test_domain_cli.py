@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import threading
+import time
 
 import libvirt
 import pytest
@@ -300,3 +301,32 @@ def test_version(capsys):
     code, out, _ = run(capsys, "--version")
     assert code == 0
     assert re.fullmatch(r"gagent, version \d+\.\d+\.\d+\S*\n", out)
+
+
+@pytest.fixture
+def silent_libvirtd(tmp_path):
+    """A unix socket that accepts libvirt's connection and never answers (a hung libvirtd)."""
+    path = tmp_path / "libvirt-sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(16)
+    try:
+        yield f"qemu+unix:///system?socket={path}"
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("watch", "--for", "30"), ("channel", "probe", "vm1", "--wait", "30"),
+     ("channel", "list", "vm1"), ("status", "vm1")],
+    ids=["watch", "channel-probe", "channel-list", "status"],
+)  # fmt: skip
+def test_a_hung_libvirtd_cannot_outlive_timeout(capsys, silent_libvirtd, argv):
+    started = time.monotonic()
+    code, out, err = run(capsys, *argv, "-c", silent_libvirtd, "--timeout", "1")
+    took = time.monotonic() - started
+    assert (code, out) == (4, ""), err
+    (line,) = err.splitlines()
+    assert line.startswith("gagent: error: timed out after 1s waiting for "), line
+    assert took < 1 + 10  # the deadline plus a busy machine's margin
