@@ -22,6 +22,7 @@ from fakeagent import Disconnect, Fail, FakeAgent, Silence, fake_unix_socket
 
 import gagent
 import gagent.sync
+import gagent.sync_freeze
 from gagent.commands import AgentCommands
 from gagent.errors import AgentError, AgentUnavailable, GagentError
 from gagent.freeze import FreezeTimeout, ThawUnconfirmed
@@ -437,7 +438,7 @@ def test_a_sync_caller_in_a_thread_can_freeze_too(tmp_path: Path) -> None:
 
     def worker() -> None:
         try:
-            with gagent.sync._sigint_held_back():
+            with gagent.sync_freeze._sigint_held_back():
                 pass
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
