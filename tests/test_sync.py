@@ -1,6 +1,6 @@
 """gagent.sync: the typed commands without an event loop, against the real qemu-ga on this
-host (every typed command compared with the async API), a scripted fake agent for the
-freeze (qemu-ga on the host must never freeze it) and libvirt's test driver for domains."""
+host (every typed command compared with the async API) and a scripted fake agent for faults.
+"""
 
 from __future__ import annotations
 
@@ -12,24 +12,23 @@ import socket
 import subprocess
 import sys
 import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from fakeagent import Disconnect, Fail, FakeAgent, Silence, fake_unix_socket
+from fakeagent import Fail, FakeAgent, Silence, fake_unix_socket
 
 import gagent
 import gagent.sync
 import gagent.sync_freeze
 from gagent.commands import AgentCommands
 from gagent.errors import AgentError, AgentUnavailable, GagentError
-from gagent.freeze import FreezeTimeout, ThawUnconfirmed
 from gagent.localagent import BLOCKED_RPCS, local_qemu_ga
 
-#: Also blocked for the comparison: a thaw on the host is not the test's to send.
 EXTRA_BLOCKED = ("guest-fsfreeze-thaw",)
+
+
 HANDLE = object()  # stands for the handle this side's file_open returned
 
 
@@ -170,9 +169,8 @@ def test_typed_results_are_the_dataclasses(qemu_ga) -> None:
         assert agent.name == str(qemu_ga.socket_path)
 
 
-# --------------------------------------------------------------- import hygiene
-
 HEAVY = ("trio", "outcome", "sniffio", "libvirt", "lxml", "click")
+
 
 _SCRIPT = """
 import json, sys
@@ -200,9 +198,6 @@ def test_a_socket_agent_imports_no_trio(qemu_ga, extra: str, expected: list[str]
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == expected
-
-
-# ------------------------------------------------------------ errors, deadlines
 
 
 def test_no_socket_is_the_same_error_as_async(tmp_path: Path) -> None:
@@ -267,200 +262,10 @@ def test_run_blocking_refuses_a_coroutine_that_suspends() -> None:
         gagent.sync.run_blocking(needs_a_loop())
 
 
-# ------------------------------------------------------------------- freezing
-
-
-def FreezableFake() -> FakeAgent:
-    return FakeAgent(freezable=True)
-
-
 async def _with_fake(fake: FakeAgent, path: Path, client: Any) -> Any:
     with trio.fail_after(30):
         async with fake_unix_socket(fake, path):
             return await trio.to_thread.run_sync(client)
-
-
-async def test_frozen_thaws_when_the_block_raises(tmp_path: Path) -> None:
-    fake = FreezableFake()
-    path = tmp_path / "fake.sock"
-
-    def client() -> Any:
-        with gagent.sync.open_agent(path, timeout=5) as agent:
-            with pytest.raises(ZeroDivisionError):
-                with gagent.sync.frozen(agent) as record:
-                    assert agent.frozen
-                    1 / 0  # noqa: B018
-            assert not agent.frozen
-            return record
-
-    record = await _with_fake(fake, path, client)
-    assert record.confirmed and record.frozen == record.thawed and record.frozen > 0
-    assert not fake.frozen
-    assert fake.commands[-2:] == ["guest-fsfreeze-thaw", "guest-fsfreeze-status"]
-
-
-async def test_frozen_thaws_on_keyboard_interrupt(tmp_path: Path) -> None:
-    fake = FreezableFake()
-    path = tmp_path / "fake.sock"
-
-    def client() -> None:
-        with gagent.sync.open_agent(path, timeout=5) as agent:
-            with pytest.raises(KeyboardInterrupt):
-                with gagent.sync.frozen(agent):
-                    raise KeyboardInterrupt
-
-    await _with_fake(fake, path, client)
-    assert not fake.frozen
-
-
-async def test_frozen_reconnects_to_thaw_after_a_lost_connection(tmp_path: Path) -> None:
-    fake = FreezableFake().on("guest-fsfreeze-thaw", Disconnect())
-    path = tmp_path / "fake.sock"
-
-    def client() -> Any:
-        with gagent.sync.open_agent(path, timeout=5) as agent:
-            with gagent.sync.frozen(agent) as record:
-                pass
-            return record
-
-    record = await _with_fake(fake, path, client)
-    assert record.confirmed and record.thaw_attempts == 2 and not fake.frozen
-    assert fake.connections == 2
-
-
-async def test_a_thaw_that_cannot_be_confirmed_is_thaw_unconfirmed(tmp_path: Path) -> None:
-    fake = FreezableFake().set_default("guest-fsfreeze-thaw", Disconnect())
-    path = tmp_path / "fake.sock"
-
-    def client() -> ThawUnconfirmed:
-        with gagent.sync.open_agent(path, timeout=5) as agent:
-            with pytest.raises(ThawUnconfirmed) as caught:
-                with gagent.sync.frozen(agent):
-                    pass
-            return caught.value
-
-    error = await _with_fake(fake, path, client)
-    assert f"gagent agent --socket {path} fsfreeze thaw" in str(error)
-    assert fake.frozen
-
-
-async def test_a_refused_freeze_needs_no_thaw(tmp_path: Path) -> None:
-    fake = FreezableFake().on("guest-fsfreeze-freeze", Fail())
-    path = tmp_path / "fake.sock"
-
-    def client() -> None:
-        with gagent.sync.open_agent(path, timeout=5) as agent:
-            with pytest.raises(AgentError):
-                with gagent.sync.frozen(agent):
-                    pytest.fail("the block must not run")
-
-    await _with_fake(fake, path, client)
-    assert "guest-fsfreeze-thaw" not in fake.commands
-
-
-# -------------------------------------------------------------------- domains
-
-TEST_URI = "test:///default"
-
-
-@pytest.fixture
-def domain_on(qemu_ga):
-    """Factory: a running test-driver domain whose channel XML is given (cleaned up)."""
-    import libvirt
-
-    conn = libvirt.open(TEST_URI)
-    made = []
-
-    def make(channels: str) -> str:
-        name = f"gagent-sync-{uuid.uuid4().hex[:10]}"
-        dom = conn.defineXML(
-            f"<domain type='test'><name>{name}</name><memory unit='KiB'>65536</memory>"
-            f"<os><type>hvm</type></os><devices>{channels}</devices></domain>"
-        )
-        dom.create()
-        made.append(dom)
-        return name
-
-    yield make
-    for dom in made:
-        dom.destroy()
-        dom.undefine()
-    conn.close()
-
-
-def gagent_channel(path: Path) -> str:
-    return (
-        f"<channel type='unix'><source mode='bind' path='{path}'/>"
-        "<target type='virtio' name='org.gagent.agent.0'/></channel>"
-    )
-
-
-@pytest.mark.qemu_ga
-def test_a_domain_by_name_over_its_channel(qemu_ga, domain_on) -> None:
-    name = domain_on(gagent_channel(qemu_ga.socket_path))
-    with gagent.sync.open_domain_agent(name, uri=TEST_URI, timeout=10) as agent:
-        assert agent.host_name() == socket.gethostname()
-        assert agent.commands.target.thaw == f"gagent thaw {name} -c {TEST_URI}"
-        assert agent.name == f"domain {name} via {qemu_ga.socket_path}"
-
-
-@pytest.mark.qemu_ga
-@pytest.mark.parametrize("transport", ["auto", "libvirt"])
-def test_domain_errors_are_the_async_ones(qemu_ga, domain_on, transport: str) -> None:
-    """No channel for the route: the same error, word for word, as the domain session's."""
-    from gagent.host.session import open_domain_agent
-
-    name = domain_on("")
-
-    async def async_error() -> str:
-        with pytest.raises(AgentUnavailable) as caught:
-            async with open_domain_agent(name, uri=TEST_URI, transport=transport):
-                pass
-        return str(caught.value)
-
-    with pytest.raises(AgentUnavailable) as caught:
-        with gagent.sync.open_domain_agent(name, uri=TEST_URI, transport=transport):
-            pass
-    assert str(caught.value) == trio.run(async_error)
-
-
-def test_an_unknown_domain_is_domain_not_found() -> None:
-    from gagent.host.virt import DomainNotFound
-
-    with pytest.raises(DomainNotFound, match="no domain 'gagent-none"):
-        with gagent.sync.open_domain_agent("gagent-none", uri=TEST_URI):
-            pass
-
-
-def test_a_sync_caller_in_a_thread_can_freeze_too(tmp_path: Path) -> None:
-    """frozen() outside the main thread cannot hold SIGINT back, and must not try."""
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            with gagent.sync_freeze._sigint_held_back():
-                pass
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    thread = threading.Thread(target=worker)
-    thread.start()
-    thread.join()
-    assert errors == []
-
-
-async def test_a_freeze_without_reply_is_freeze_timeout_and_thawed(tmp_path: Path) -> None:
-    fake = FreezableFake().on("guest-fsfreeze-freeze", Silence())
-    path = tmp_path / "fake.sock"
-
-    def client() -> None:
-        with gagent.sync.open_agent(path, timeout=5) as agent:
-            with pytest.raises(FreezeTimeout, match="it may have frozen, so it was thawed"):
-                with gagent.sync.frozen(agent, freeze_timeout=0.3):
-                    pytest.fail("the block must not run")
-
-    await _with_fake(fake, path, client)
-    assert fake.commands[-2:] == ["guest-fsfreeze-thaw", "guest-fsfreeze-status"]
 
 
 async def test_no_reply_commands_succeed_in_silence_and_fail_on_an_error(tmp_path: Path) -> None:
@@ -500,65 +305,6 @@ def test_the_command_layer_awaits_only_its_own_methods() -> None:
             assert func.attr in own, ast.unparse(node)
             awaited.append(func.attr)
     assert "execute" in awaited and "call" in awaited  # the scan saw the real awaits
-
-
-@pytest.mark.qemu_ga
-def test_a_silent_channel_of_unknown_state_is_the_async_error(domain_on, hung_listener) -> None:
-    """libvirt knows no state of the channel and nothing answers: AgentUnavailable after the
-    session's limit, word for word as the async domain session says it."""
-    from gagent.host.session import open_domain_agent
-
-    name = domain_on(gagent_channel(hung_listener))
-
-    async def async_error() -> str:
-        with pytest.raises(AgentUnavailable) as caught:
-            async with open_domain_agent(name, uri=TEST_URI):
-                pass
-        return str(caught.value)
-
-    with pytest.raises(AgentUnavailable) as caught:
-        with gagent.sync.open_domain_agent(name, uri=TEST_URI, timeout=30):
-            pass
-    assert "libvirt reports no state for it yet" in str(caught.value)
-    assert str(caught.value) == trio.run(async_error)
-
-
-def test_a_libvirtd_that_never_answers_is_agent_timeout(hung_listener: Path) -> None:
-    uri = f"qemu+unix:///system?socket={hung_listener}"
-    with pytest.raises(gagent.sync.AgentTimeout, match=r"libvirt did not answer within 0.5s"):
-        with gagent.sync.open_domain_agent("vm1", uri=uri, timeout=0.5):
-            pass
-
-
-def test_advice_is_the_domain_sessions_own() -> None:
-    """A stopped domain whose name reads as an ID: the advice names it by UUID, as the
-    async domain session does (the sync path builds no advice of its own)."""
-    import libvirt
-
-    from gagent.host.session import open_domain_agent
-
-    conn = libvirt.open(TEST_URI)
-    name = str(900000 + uuid.uuid4().int % 99999)
-    dom = conn.defineXML(
-        f"<domain type='test'><name>{name}</name><memory unit='KiB'>65536</memory>"
-        "<os><type>hvm</type></os></domain>"
-    )
-    try:
-
-        async def async_error() -> str:
-            with pytest.raises(AgentUnavailable) as caught:
-                async with open_domain_agent(dom.UUIDString(), uri=TEST_URI):
-                    pass
-            return str(caught.value)
-
-        with pytest.raises(AgentUnavailable) as caught:
-            with gagent.sync.open_domain_agent(dom.UUIDString(), uri=TEST_URI):
-                pass
-        assert str(caught.value) == trio.run(async_error)
-        assert f"start {dom.UUIDString()}" in str(caught.value)
-    finally:
-        dom.undefine()
-        conn.close()
 
 
 @pytest.mark.qemu_ga
