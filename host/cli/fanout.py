@@ -189,5 +189,7 @@ def one_line(value: Any, view: Callable[[Any], str] | None = None) -> str:
 
 def human_line(outcome: Outcome, view: Callable[[Any], str] | None = None) -> str:
     if outcome.ok:
-        return f"{outcome.domain}: {one_line(outcome.result, view)}"
-    return f"{outcome.domain}: error: {outcome.error}"
+        text = one_line(outcome.result, view)
+    else:
+        text = f"error: {outcome.error}"
+    return f"{outcome.domain}: " + text.replace("\n", " ")  # one line, whatever it holds
