@@ -34,7 +34,6 @@ import trio
 
 from gagent.client import open_agent
 from gagent.commands import AgentCommands
-from gagent.fs_types import FsfreezeStatus
 from gagent.host.session import open_domain_agent
 from gagent.programs import run_program
 
@@ -53,6 +52,8 @@ SLOW_HOOK = "/etc/gagent/fsfreeze-hook.d/40-e2e-deadman"
 HOOK_STARTED = "/run/gagent-e2e-deadman-hook"
 PROBE = "gagent-e2e-deadman-probe"
 PORT = "org.gagent.agent.0"
+#: qemu-ga's "I froze" (its state directory: /run/gagent-qga/PORT or .../vportNpM).
+QGA_FROZEN = "/run/gagent-qga/*/qga.state.isfrozen"
 INIT_SCRIPT = "/etc/gagent/sysvinit/gagent-qga"
 
 
@@ -74,11 +75,6 @@ async def _sh(agent: AgentCommands, script: str) -> str:
 async def _record(agent: AgentCommands, name: str) -> list[dict]:
     text = await _sh(agent, f"cat {STATE}/{name} 2>/dev/null; true")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-async def _status(sock: Path) -> FsfreezeStatus:
-    async with open_agent(sock) as agent:
-        return await agent.fsfreeze_status()
 
 
 def gagent(*argv: str) -> tuple[int, str, str]:
@@ -119,15 +115,27 @@ async def short_deadline(domain, *, slow_hook: bool = False):
                 )
 
 
-async def _blocked_write(watcher: AgentCommands, probe: str) -> tuple[float, float]:
-    """Write ``probe`` (blocks while its filesystem is frozen): (start, end) in guest uptime."""
-    out = await _sh(
-        watcher,
-        f"read -r a _ </proc/uptime; echo written >{probe}; "
-        'read -r b _ </proc/uptime; echo "$a $b"',
-    )
-    start, end = map(float, out.split())
-    return start, end
+@contextlib.asynccontextmanager
+async def blocked_writer(watcher: AgentCommands, probe: str):
+    """A guest writer of ``probe`` that starts as soon as our qemu-ga has frozen (its
+    state file says so) and blocks on the freeze; yields a dict that gets its
+    (start, end) in guest uptime once the write went through.  Started before the
+    freeze, so it is under way well before any deadline however slow the guest."""
+    times: dict[str, tuple[float, float]] = {}
+
+    async def write() -> None:
+        out = await _sh(
+            watcher,
+            f"until ls {QGA_FROZEN} >/dev/null 2>&1; do sleep 0.05; done; "
+            f"read -r a _ </proc/uptime; echo written >{probe}; "
+            'read -r b _ </proc/uptime; echo "$a $b"',
+        )
+        start, end = map(float, out.split())
+        times["writer"] = (start, end)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write)
+        yield times
 
 
 async def _until_hook_runs(watcher: AgentCommands) -> None:
@@ -136,14 +144,6 @@ async def _until_hook_runs(watcher: AgentCommands) -> None:
         if "yes" in await _sh(watcher, f"[ -e {HOOK_STARTED} ] && echo yes; true"):
             return
         await trio.sleep(0.1)
-
-
-async def _until_frozen(sock: Path) -> None:
-    while True:
-        with contextlib.suppress(OSError):
-            if await _status(sock) is FsfreezeStatus.FROZEN:
-                return
-        await trio.sleep(0.2)
 
 
 async def _guest_check(watcher: AgentCommands) -> dict:
@@ -187,19 +187,19 @@ async def test_gagent_killed_in_the_freeze_window(guest):
     with trio.fail_after(BOUND * 3):
         async with short_deadline(guest, slow_hook=True) as (watcher, probe):
             argv = [GAGENT, "fsfreeze", "freeze", guest.name, "-c", guest.uri]
-            holder = await trio.lowlevel.open_process(
-                argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            try:
-                await _until_hook_runs(watcher)  # the freeze request is in flight
-                holder.send_signal(signal.SIGKILL)  # (its PID, not a name)
-            finally:
-                holder.kill()
-                await holder.wait()
-            assert holder.returncode == -signal.SIGKILL
-            await _until_frozen(guest.socket_path)  # qemu-ga froze for a dead client
-            writer = await _blocked_write(watcher, probe)
-            await _the_switch_thawed_the_guest(watcher, probe, writer)
+            async with blocked_writer(watcher, probe) as writer:
+                holder = await trio.lowlevel.open_process(
+                    argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+                try:
+                    await _until_hook_runs(watcher)  # the freeze request is in flight
+                    holder.send_signal(signal.SIGKILL)  # (its PID, not a name)
+                finally:
+                    holder.kill()
+                    await holder.wait()
+                assert holder.returncode == -signal.SIGKILL
+            # qemu-ga froze for a dead client; the writer got through: no host action
+            await _the_switch_thawed_the_guest(watcher, probe, writer["writer"])
             await _host_thaw_resets_qemu_ga(guest)
 
 
@@ -208,13 +208,13 @@ async def test_qemu_ga_killed_while_frozen(guest):
         async with short_deadline(guest) as (watcher, probe):
             async with open_agent(guest.socket_path) as agent:  # guest-exec's parent: our qemu-ga
                 qga_pid = int(await _sh(agent, "echo $PPID"))
-            code, out, err = await trio.to_thread.run_sync(
-                lambda: gagent("fsfreeze", "freeze", guest.name, "-c", guest.uri)
-            )
-            assert code == 0, (out, err)
-            await _sh(watcher, f"kill -KILL {qga_pid}")
-            writer = await _blocked_write(watcher, probe)
-            await _the_switch_thawed_the_guest(watcher, probe, writer)
+            async with blocked_writer(watcher, probe) as writer:
+                code, out, err = await trio.to_thread.run_sync(
+                    lambda: gagent("fsfreeze", "freeze", guest.name, "-c", guest.uri)
+                )
+                assert code == 0, (out, err)
+                await _sh(watcher, f"kill -KILL {qga_pid}")
+            await _the_switch_thawed_the_guest(watcher, probe, writer["writer"])
             if guest.sysvinit:  # nobody restarts it: do as the init script would at boot
                 out = await _sh(watcher, f"GAGENT_PORTS={PORT} {INIT_SCRIPT} start")
                 assert "started on a frozen state" in out, out  # no pidfile until thawed
