@@ -257,13 +257,15 @@ def _looks_like_uuid(text: str) -> bool:
     return True
 
 
-async def running_domain_names(conn: VirConnect) -> list[str]:
-    """Names of the connection's running domains, in one call (abandoned on cancellation)."""
+async def running_domains(conn: VirConnect) -> list[tuple[str, str]]:
+    """(name, UUID) of the connection's running domains, in one call (abandoned on
+    cancellation).  Look them up by UUID: a domain named "1" is not the one with ID 1."""
 
-    def names() -> list[str]:
-        return [dom.name() for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)]
+    def listed() -> list[tuple[str, str]]:
+        flags = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
+        return [(dom.name(), dom.UUIDString()) for dom in conn.listAllDomains(flags)]
 
-    return await call(names, doing="listing the running domains", abandon_on_cancel=True)
+    return await call(listed, doing="listing the running domains", abandon_on_cancel=True)
 
 
 async def domains_with_xml(conn: VirConnect, *, doing: str) -> list[tuple[VirDomain, int, str]]:

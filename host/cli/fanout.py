@@ -128,7 +128,7 @@ async def _fan_out(
 ) -> list[Outcome]:
     from gagent.host.session import open_domain
     from gagent.host.virt import open_hypervisor
-    from gagent.host.virt_calls import running_domain_names
+    from gagent.host.virt_calls import running_domains
 
     from . import exit_code_for
 
@@ -145,33 +145,36 @@ async def _fan_out(
         raise CommandTimeout(seconds or 0, libvirt) from None
     outcomes: list[Outcome] = []
     async with hypervisor:
+        # (label, what to look up): the user's own words, or each running domain's name
+        # and UUID (a name that reads as an ID or UUID must not reach another domain)
+        targets = [(ref, ref) for ref in domains or ()]
         if domains is None:
             try:
                 with trio.fail_after(seconds or float("inf")):
-                    domains = await running_domain_names(hypervisor.conn)
+                    targets = await running_domains(hypervisor.conn)
             except trio.TooSlowError:
                 raise CommandTimeout(seconds or 0, f"{libvirt} to list the domains") from None
         limiter = trio.CapacityLimiter(concurrency)
 
-        async def one(ref: str) -> None:
+        async def one(label: str, ref: str) -> None:
             async with limiter:
                 start = time.perf_counter()
                 try:
                     with trio.fail_after(seconds or float("inf")):
                         async with open_domain(ref, hypervisor=hypervisor) as session:
                             result, code = await work(session)
-                    outcome = Outcome(ref, code, _ms(start), result=result)
+                    outcome = Outcome(label, code, _ms(start), result=result)
                 except trio.TooSlowError:
-                    error = CommandTimeout(seconds or 0, f"domain {ref}")
-                    outcome = Outcome(ref, exit_code_for(error), _ms(start), error=str(error))
+                    error = CommandTimeout(seconds or 0, f"domain {label}")
+                    outcome = Outcome(label, exit_code_for(error), _ms(start), error=str(error))
                 except GagentError as exc:
-                    outcome = Outcome(ref, exit_code_for(exc), _ms(start), error=str(exc))
+                    outcome = Outcome(label, exit_code_for(exc), _ms(start), error=str(exc))
             outcomes.append(outcome)
             emit(outcome)
 
         async with trio.open_nursery() as nursery:
-            for ref in domains:
-                nursery.start_soon(one, ref)
+            for label, ref in targets:
+                nursery.start_soon(one, label, ref)
     return outcomes
 
 

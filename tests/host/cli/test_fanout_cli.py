@@ -182,3 +182,20 @@ def test_a_libvirtd_that_never_answers_ends_on_the_deadline(capsys, tmp_path):
     assert (code, out) == (4, "")
     assert len(err.splitlines()) == 1
     assert err.startswith(f"gagent: error: timed out after 0.5s waiting for libvirt ({uri})")
+
+
+def test_all_reaches_a_domain_named_like_an_id_by_itself(capsys, tmp_path):
+    # 'vm1' runs with ID 1; the domain *named* "1" must be asked for by its UUID, not by ID
+    path = tmp_path / "node.xml"
+    path.write_text(
+        "<node>"
+        + _domain("vm1", tmp_path / "vm1.sock")
+        + _domain("1", tmp_path / "one.sock")
+        + "</node>"
+    )
+    code, out, _err = run(capsys, "agent", "-c", f"test://{path}", "--all", "--json", "ping")
+    lines = json_lines(out)
+    assert sorted(lines) == ["1", "vm1"]
+    assert "one.sock" in lines["1"]["error"] and "vm1.sock" not in lines["1"]["error"]
+    assert "vm1.sock" in lines["vm1"]["error"]
+    assert code == 3
