@@ -299,8 +299,8 @@ def start(state_dir: Path, mountinfo: Path) -> int:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        # Whatever qemu-ga leaked to its hook (its virtio port among them) must not
-        # stay open here: a restarted qemu-ga could not open its port (EBUSY).
+        # Nothing the hook's shell passed on (a hook script's files, a device) stays
+        # open for the daemon's lifetime: it would pin that file or device.
         os.closerange(3, ready_w)
         os.closerange(ready_w + 1, os.sysconf("SC_OPEN_MAX"))
         # blocked before the pid is published: a signal sent right away waits for us
