@@ -187,3 +187,11 @@ def test_deadline_zero_turns_the_switch_off(guest):
     assert guest.hook("freeze").returncode == 0
     assert guest.pid() is None and guest.read("armed") is None  # no daemon was started
     assert guest.report().codes("info") == ["deadman-off"]
+
+
+def test_a_switch_that_cannot_start_does_not_refuse_the_freeze(guest):
+    guest.conf.parent.mkdir(parents=True, exist_ok=True)
+    guest.conf.write_text("GAGENT_FREEZE_DEADLINE=30\nGAGENT_PYTHON=/bin/false\n")
+    proc = guest.hook("freeze")
+    assert proc.returncode == 0, proc.stderr  # the freeze goes on, unguarded (and logged)
+    assert guest.pid() is None and guest.read("armed") is None
