@@ -20,6 +20,7 @@ from lxml import etree
 
 from gagent.errors import UsageError
 
+from .channel_names import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
 from .domxml import Channel, channel_of, parse_channels
 
 __all__ = [
@@ -27,9 +28,6 @@ __all__ = [
     "add_channel", "agent_socket_path", "check_socket_directory", "find_channel",
     "list_channels", "path_uses", "remove_channel", "validate", "validate_name", "xml_diff",
 ]  # fmt: skip
-
-GAGENT_CHANNEL = "org.gagent.agent.0"
-LIBVIRT_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 # libvirt's schema and parser accept any string as a virtio port name (even ''),
 # but the name becomes a file name twice: libvirt's own socket for it

@@ -11,12 +11,12 @@ README to each other).
 
 from __future__ import annotations
 
+import importlib
 import shlex
 import sys
 from gettext import gettext
 
 import click
-import trio
 
 from gagent.errors import (
     AgentError,
@@ -32,18 +32,8 @@ from gagent.errors import (
     ProtocolError,
     UsageError,
 )
-from gagent.freeze import AlreadyFrozen, ThawUnconfirmed
 
-from .agent import agent_group
-
-# Commands are imported under other names than their modules, which would be shadowed.
 from .common import CommandTimeout, Interrupted, say
-from .demo import demo as demo_command
-from .domain import channel_group, status, watch
-from .freeze import fsfreeze_group, snapshot_group, thaw_command
-from .inventory import inventory_group
-from .migrate import migrate as migrate_command
-from .migrate import migrate_check
 
 __all__ = ["cli", "main"]
 
@@ -87,30 +77,125 @@ def _exit_code_help() -> str:
     return "\b\nExit codes:\n" + "\n".join(lines)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=_exit_code_help())
+#: Each subcommand: the module and name it lives under, and the short help that
+#: ``gagent --help`` lists (a test holds it to the command's own).  A command's
+#: module is imported when it runs, so a one-shot ``gagent agent --socket S ping``
+#: loads neither trio nor lxml nor libvirt, and ``gagent --help`` loads none.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "agent": (
+        "agent:agent_group",
+        "Run a guest-agent command on DOMAIN (name, UUID or ID) or on --socket PATH.",
+    ),
+    "channel": ("domain:channel_group", "Add, remove or list a domain's agent channels."),
+    "demo": (
+        "demo:demo",
+        "Show gagent on embedded defaults: a local qemu-ga (dangerous RPCs blocked) and "
+        "libvirt's built-in test:///default.",
+    ),
+    "fsfreeze": (
+        "freeze:fsfreeze_group",
+        "Freeze, thaw or query a domain's filesystems through its agent.",
+    ),
+    "inventory": (
+        "inventory:inventory_group",
+        "Every guest on every hypervisor (xCAT rscan semantics), stored in a database.",
+    ),
+    "migrate": (
+        "migrate:migrate",
+        "Run the checks, then migrate DOMAIN to DEST_URI if they allow it.",
+    ),
+    "migrate-check": (
+        "migrate:migrate_check",
+        "Check whether DOMAIN can migrate to DEST_URI (exit 0 yes, 10 a FAIL, 11 warnings).",
+    ),
+    "snapshot": (
+        "freeze:snapshot_group",
+        "External disk-only snapshots: consistent through a freeze that always ends.",
+    ),
+    "status": ("domain:status", "One line: DOMAIN's power state and whether its agent answers."),
+    "thaw": (
+        "freeze:thaw_command",
+        "EMERGENCY: thaw DOMAIN through every agent it has (ours and libvirt's).",
+    ),
+    "watch": (
+        "domain:watch",
+        "Stream channel state changes and lifecycle/agent events (all domains or DOMAIN).",
+    ),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands (:data:`SUBCOMMANDS`) are imported when first used.
+
+    As in click's documentation on lazy loading, plus a help listing that
+    imports nothing: it shows the short help of :data:`SUBCOMMANDS` for the
+    commands not loaded yet.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *SUBCOMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in SUBCOMMANDS:
+            self.add_command(load_subcommand(cmd_name), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands and args[0] not in SUBCOMMANDS:
+            # An unknown name: click suggests "Did you mean" among the loaded commands.
+            for name in SUBCOMMANDS:
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            command = self.commands.get(name)
+            if command is None:  # not loaded: its listed help, cut as click cuts it
+                short = click.Command(name, help=SUBCOMMANDS[name][1]).get_short_help_str(limit)
+            elif command.hidden:
+                continue
+            else:
+                short = command.get_short_help_str(limit)
+            rows.append((name, short))
+        with formatter.section(gettext("Commands")):
+            formatter.write_dl(rows)
+
+
+def load_subcommand(name: str) -> click.Command:
+    """Import the module of subcommand ``name`` and return the command."""
+    module_name, attribute = SUBCOMMANDS[name][0].split(":")
+    command = getattr(importlib.import_module(f"{__name__}.{module_name}"), attribute)
+    assert isinstance(command, click.Command), command
+    return command
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=_exit_code_help(),
+)
 @click.version_option(package_name="gagent")
 def cli() -> None:
     """Talk to QEMU guest agents: channels, commands, freezes, inventory."""
 
 
-cli.add_command(agent_group)
-cli.add_command(demo_command)
-cli.add_command(channel_group)
-cli.add_command(status)
-cli.add_command(watch)
-cli.add_command(migrate_check)
-cli.add_command(migrate_command)
-cli.add_command(fsfreeze_group)
-cli.add_command(snapshot_group)
-cli.add_command(thaw_command)
-cli.add_command(inventory_group)
-
-
 def exit_code_for(error: BaseException) -> int:
     """The exit code of a library error (most specific class first)."""
-    table: list[tuple[type[BaseException], int]] = [
-        (ThawUnconfirmed, EXIT_THAW_UNCONFIRMED),
-        (AlreadyFrozen, EXIT_GUEST_FROZEN),  # found frozen before gagent froze anything
+    table: list[tuple[type[BaseException], int]] = []
+    freeze = sys.modules.get("gagent.freeze")
+    if freeze is not None:  # not imported: none of its errors can have been raised
+        table += [
+            (freeze.ThawUnconfirmed, EXIT_THAW_UNCONFIRMED),
+            (freeze.AlreadyFrozen, EXIT_GUEST_FROZEN),  # frozen before gagent froze a thing
+        ]
+    table += [
         (UsageError, EXIT_USAGE),
         (AgentUnavailable, EXIT_UNREACHABLE),
         (GuestIsFrozen, EXIT_GUEST_FROZEN),
@@ -221,6 +306,15 @@ def _usage_error(error: click.UsageError, words: list[str]) -> int:
     return EXIT_USAGE
 
 
+class _NeverRaised(Exception):
+    """Stands for trio.TooSlowError while trio is not imported (nothing can raise it)."""
+
+
+def _trio_too_slow() -> type[BaseException]:
+    trio = sys.modules.get("trio")
+    return _NeverRaised if trio is None else trio.TooSlowError
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, map every error to a message and an exit code."""
     try:
@@ -245,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         say(f"gagent: {exc}")
         return exc.exit_code
-    except trio.TooSlowError:
+    except _trio_too_slow():
         say(
             "gagent: error: timed out waiting for an answer (is qemu-ga running in the guest? "
             "raise --timeout for slow operations)"

@@ -7,21 +7,22 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from gagent import programs, transfer
-from gagent.client import open_agent
-from gagent.commands import AgentCommands
 from gagent.errors import UsageError
-from gagent.freeze import freeze as freeze_and_hold
-from gagent.freeze import thaw as thaw_and_confirm
-from gagent.host.channel import GAGENT_CHANNEL
+from gagent.host.channel_names import GAGENT_CHANNEL
 
-from .common import Output, parse_json_object, run_command
+from .common import CommandTimeout, Output, parse_json_object, run_command, stop_signals_raise
 from .fanout import fan_out_options, parse_domains
 from .views import VIEWS
+
+if TYPE_CHECKING:
+    from gagent.commands import AgentCommands
+
+# The trio client, programs, copies and freezes are imported by the commands that
+# use them: the simple commands on --socket run on the blocking client alone.
 
 DEFAULT_TIMEOUT = 10.0
 #: Copies and programs legitimately take long; they get a longer default.
@@ -57,6 +58,8 @@ class AgentOptions:
             self.retry = shlex.join(
                 ["gagent", "agent", "--socket", self.socket, "fsfreeze", "thaw"]
             )
+            from gagent.client import open_agent
+
             async with open_agent(self.socket) as agent:
                 yield agent
         elif self.domain:
@@ -75,9 +78,19 @@ class AgentOptions:
         *,
         default_timeout: float = DEFAULT_TIMEOUT,
         view: Callable[[Any], str] | None = None,
+        blocking: bool = False,
     ) -> Any:
+        """``func`` on the agent, under the command's deadline and stop signals.
+
+        ``blocking``: ``func`` only awaits the agent's commands, so on --socket
+        the blocking client (gagent.sync) serves it and trio is never imported.
+        """
         if self.domains is not None or self.all_running:
             raise click.exceptions.Exit(self._run_many(func, default_timeout, view))
+        if blocking and self.socket and not self.domain:
+            return self._run_blocking(
+                func, default_timeout if self.timeout is None else self.timeout
+            )
 
         async def with_agent() -> Any:
             async with self.open() as agent:
@@ -85,6 +98,32 @@ class AgentOptions:
 
         timeout = default_timeout if self.timeout is None else self.timeout
         return run_command(with_agent, seconds=timeout, target=self.target)
+
+    def _run_blocking(
+        self, func: Callable[[AgentCommands], Awaitable[Any]], seconds: float | None
+    ) -> Any:
+        """``func`` over gagent.sync's blocking client on --socket, ``seconds`` in all.
+
+        A stop signal raises :class:`~.common.Interrupted` where the call is
+        (the socket closes on the way out; nothing here froze anything).
+        """
+        import time
+
+        from gagent.sync import AgentTimeout, open_agent, run_blocking
+
+        assert self.socket is not None
+        self.retry = shlex.join(["gagent", "agent", "--socket", self.socket, "fsfreeze", "thaw"])
+        deadline = time.monotonic() + seconds if seconds else None
+        try:
+            with (
+                stop_signals_raise(),
+                open_agent(self.socket, timeout=seconds, sync=False) as agent,
+            ):
+                # the first command syncs; connect, sync and command share the deadline
+                agent.commands.deadline = deadline  # type: ignore[attr-defined]
+                return run_blocking(func(agent.commands))
+        except AgentTimeout:
+            raise CommandTimeout(seconds or 0, self.target) from None
 
     def _run_many(
         self,
@@ -225,7 +264,7 @@ def _simple(name: str, method: str, help_text: str) -> None:
     @pass_options
     def command(options: AgentOptions) -> None:
         view = VIEWS.get(method)
-        result = options.run(lambda agent: getattr(agent, method)(), view=view)
+        result = options.run(lambda agent: getattr(agent, method)(), view=view, blocking=True)
         options.output.emit(result, view)
 
 
@@ -239,7 +278,7 @@ def ping(options: AgentOptions) -> None:
         await agent.ensure_thawed()  # a frozen guest's agent answers pings, and little else
 
     view = VIEWS.get("ping")
-    options.output.emit(options.run(answers_and_thawed, view=view), view)
+    options.output.emit(options.run(answers_and_thawed, view=view, blocking=True), view)
 
 
 _simple("osinfo", "osinfo", "Operating system of the guest.")
@@ -258,6 +297,7 @@ def info(options: AgentOptions) -> None:
     result = options.run(
         lambda agent: agent.info(),
         view=lambda v: f"version {v.version}, {len(v.enabled_commands)} commands enabled",
+        blocking=True,
     )
 
     def human(value: Any) -> str:
@@ -280,7 +320,7 @@ def fsfreeze() -> None:
 @pass_options
 def fsfreeze_status(options: AgentOptions) -> None:
     """thawed or frozen."""
-    options.output.emit(options.run(lambda agent: agent.fsfreeze_status()))
+    options.output.emit(options.run(lambda agent: agent.fsfreeze_status(), blocking=True))
 
 
 @fsfreeze.command("freeze")
@@ -291,6 +331,8 @@ def fsfreeze_freeze(options: AgentOptions, mountpoints: tuple[str, ...]) -> None
 
     Any failure (no reply, timeout, Ctrl-C, nothing frozen) thaws before exiting.
     """
+    from gagent.freeze import freeze as freeze_and_hold
+
     record = options.run(
         lambda agent: freeze_and_hold(
             agent, list(mountpoints) or None, domain=options.target, retry=options.retry
@@ -303,6 +345,8 @@ def fsfreeze_freeze(options: AgentOptions, mountpoints: tuple[str, ...]) -> None
 @pass_options
 def fsfreeze_thaw(options: AgentOptions) -> None:
     """Thaw frozen filesystems and confirm with fsfreeze-status."""
+    from gagent.freeze import thaw as thaw_and_confirm
+
     record = options.run(
         lambda agent: thaw_and_confirm(agent, domain=options.target, retry=options.retry)
     )
@@ -315,6 +359,8 @@ def fsfreeze_thaw(options: AgentOptions) -> None:
 @pass_options
 def exec_(options: AgentOptions, input_file: Any, argv: tuple[str, ...]) -> int:
     """Run ARGV in the guest, print its output, exit with its exit code."""
+    from gagent import programs
+
     data = input_file.read() if input_file else None
     result = options.run(
         lambda agent: programs.run_program(agent, list(argv), input=data),
@@ -394,7 +440,8 @@ def _octal_mode(text: str | None) -> int | None:
     "--mode",
     "mode_text",
     metavar="OCTAL",
-    help=f"Permission bits of GUEST_PATH (default {transfer.DEFAULT_MODE:04o}).",
+    # gagent.transfer.DEFAULT_MODE (a test holds them equal; importing it loads trio)
+    help="Permission bits of GUEST_PATH (default 0644).",
 )
 @click.option(
     "--in-place",
@@ -414,6 +461,8 @@ def copy_to(
     run the guest's mv and chmod through guest-exec: a guest that blocks it
     refuses the copy (exit 5) unless --in-place is given.
     """
+    from gagent import transfer
+
     mode = _octal_mode(mode_text)
     source = sys.stdin.buffer if local == "-" else local
     count = _copy(
@@ -438,6 +487,8 @@ def copy_from(options: AgentOptions, guest_path: str, local: str) -> None:
     names; anything else that is not a regular file (a FIFO, a device) is
     refused, never replaced.
     """
+    from gagent import transfer
+
     to_stdout = local == "-"
     target = sys.stdout.buffer if to_stdout else local
     count = _copy(
@@ -458,5 +509,5 @@ def copy_from(options: AgentOptions, guest_path: str, local: str) -> None:
 def call(options: AgentOptions, name: str, json_args: str | None) -> None:
     """Send any command NAME with optional JSON-ARGS and print the raw reply."""
     arguments = parse_json_object(json_args, "JSON-ARGS")
-    result = options.run(lambda agent: agent.call(name, arguments))
+    result = options.run(lambda agent: agent.call(name, arguments), blocking=True)
     options.output.emit(result)

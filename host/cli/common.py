@@ -1,16 +1,21 @@
-"""What every CLI command shares: running trio under a deadline and signals, printing results."""
+"""What every CLI command shares: running trio under a deadline and signals, printing results.
+
+trio is imported by :func:`run_command` only: a one-shot command that the
+blocking client serves (:func:`run_blocking_command`) never loads it.
+"""
 
 from __future__ import annotations
 
 import json
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
-import trio
 
 from gagent.errors import GagentError, UsageError
 
@@ -56,6 +61,7 @@ def run_command(func: Callable[[], Awaitable[T]], *, seconds: float | None, targ
     its own, which wins (it says more: a thaw that could not be confirmed).
     A deadline that passes becomes :class:`CommandTimeout`.
     """
+    import trio
 
     async def main() -> T:
         received: list[int] = []
@@ -90,6 +96,34 @@ def run_command(func: Callable[[], Awaitable[T]], *, seconds: float | None, targ
     return trio.run(main)
 
 
+@contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` in the block (once).
+
+    For the blocking path (commands that change nothing in the guest): the
+    signal ends the command where it is, its ``with`` blocks close what they
+    opened, and :func:`gagent.host.cli.main` says so with the signal's exit code
+    as :func:`run_command` does.  Signal handlers belong to the main thread: in
+    another, the block runs with the process's own handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        if not received:  # a second signal must not cut the way out short
+            received.append(signum)
+            raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _raise_any_unconfirmed_thaw(cause: BaseException) -> None:
     """A thaw that could not be confirmed outranks the timeout or signal that ended the
     command: the operator must read THE GUEST MAY STILL BE FROZEN and its command (exit 9)."""
@@ -101,6 +135,8 @@ def _raise_any_unconfirmed_thaw(cause: BaseException) -> None:
 
 
 async def _bounded(func: Callable[[], Awaitable[T]], seconds: float | None, target: str) -> T:
+    import trio
+
     if not seconds:
         return await func()
     deadline = trio.current_time() + seconds

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
-import trio
 
 from gagent.errors import GagentError, UsageError
 
@@ -126,6 +125,8 @@ async def _fan_out(
     as_json: bool,
     human: Callable[[Outcome], str],
 ) -> list[Outcome]:
+    import trio  # here: ``gagent agent --socket S ping`` imports this module, not trio
+
     from gagent.host.session import open_domain
     from gagent.host.virt import open_hypervisor
     from gagent.host.virt_calls import running_domains
