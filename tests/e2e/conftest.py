@@ -27,6 +27,11 @@ a stock Debian systemd guest (harness/image/systemd_image.py), booted with our
 socket channel and libvirt's, each served by qemu-ga through udev and systemd
 alone.
 
+After each test on ``main_domain``, its agents must answer on their routes again
+(guest_health.py, bounded): a test that left them down fails at teardown with
+what was found, and the guest is repaired, so one broken test cannot fail the
+ones after it on the shared guest.
+
 Per-test fixtures: ``doomed_domain`` (booted, for a test that destroys it) and
 ``shut_off_domain`` (defined, never started).  The e2e tests are moved to the
 end of the run, so the session fixtures end with them.
@@ -61,6 +66,7 @@ from pathlib import Path
 import libvirt
 import pytest
 import trio
+from guest_health import repair, wait_serving
 from harness.image.boot import AgentConnection, AgentTimeout, domain_xml
 from harness.image.build import BuildError, GuestImage, build_image, repo_python_trees
 from harness.image.systemd_image import SystemdImage, build_systemd_image, root_overlay
@@ -481,6 +487,26 @@ def main_domain(libvirt_conn, libvirt_daemon, guest_image, e2e_workdir) -> Itera
         served=(GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL),
     ) as domain:
         yield domain
+
+
+@pytest.fixture(autouse=True)
+def _shared_guest_left_serving(request) -> Iterator[None]:
+    """After each test on the shared guest: its agents must answer on their routes
+    again within guest_health.SERVING_BOUND.  Else that test fails at teardown with
+    what was wrong, and the guest is repaired so the next tests do not fail for it."""
+    if "main_domain" not in request.fixturenames:
+        yield
+        return
+    domain = request.getfixturevalue("main_domain")
+    yield
+    found = wait_serving(domain)
+    if found:
+        outcome = repair(domain, found, reboot=lambda: start_and_wait(domain))
+        record(f"guest_repaired_after[{request.node.name}]", outcome)
+        pytest.fail(
+            f"this test left the shared guest not serving its agents: {found}; {outcome}\n"
+            f"{domain.tails()}"
+        )
 
 
 _serial = itertools.count(1)
