@@ -1,4 +1,23 @@
-"""CLI: one `gagent agent --all ping` over N domains vs a shell loop of single calls.
+"""CLI: one-shot calls vs python3/virsh, and `gagent agent --all ping` vs a shell loop.
+
+One-shot (whole-process wall time of a single call, interleaved, ratios per round):
+
+* socket     - ``gagent agent --socket S ping`` on a real qemu-ga on this host
+* python     - ``python3 -c pass`` (the floor of any Python command), run by the
+               interpreter the ``gagent`` script runs on (the ``python3`` on PATH
+               may be a wrapper such as pyenv's shim, which costs more than gagent)
+* imports    - ``python3 -c 'import ...'`` of what ``socket`` imports (click, the CLI,
+               gagent.sync): its start-up, without talking to any agent
+* domain     - ``gagent agent -c URI DOMAIN ping`` (the first domain of the run)
+
+Target: ``socket`` / ``python`` <= 2.0.  With ``--uri`` (real guests) also
+
+* domain/libvirt - ``gagent agent -c URI --transport libvirt DOMAIN ping``
+* virsh          - ``virsh -c URI qemu-agent-command DOMAIN '{"execute":"guest-ping"}'``
+
+Targets there: ``domain`` / ``virsh`` <= 2.0 and ``domain/libvirt`` / ``virsh`` <= 2.0.
+
+Many domains:
 
 The domains live on libvirt's test driver (a node file written for the run,
 ``test:///PATH``), each with gagent's channel pointing at its own real qemu-ga
@@ -20,6 +39,7 @@ guests with an agent on libvirt's channel), adding
 Target there: ``virsh-loop`` / ``all`` >= 3.
 
 Run: .venv/bin/python bench/cli.py [--quick] [--strict] [--rounds N] [--domains N] [--uri URI]
+     [--single-rounds N] [--only-single]
 """
 
 from __future__ import annotations
@@ -126,6 +146,48 @@ def make_clients(uri: str, names: list[str], *, virsh: bool) -> dict[str, Callab
     return clients
 
 
+#: What ``gagent agent --socket S ping`` imports (tests/host/cli/test_one_shot_cli.py
+#: holds that it is no more: no trio, lxml or libvirt).
+ONE_SHOT_IMPORTS = "import gagent.host.cli, gagent.host.cli.agent, gagent.sync"
+
+
+def measure_single(
+    sock: str, uri: str, domain: str, rounds: int, targets: Targets, *, virsh: bool
+) -> None:
+    """One call per process: gagent on a socket and a domain vs python3 -c pass (and virsh)."""
+    clients: dict[str, Callable[[], float]] = {
+        "python": lambda: timed([sys.executable, "-c", "pass"], expect_exit_0),
+        "imports": lambda: timed([sys.executable, "-c", ONE_SHOT_IMPORTS], expect_exit_0),
+        "socket": lambda: timed([GAGENT, "agent", "--socket", sock, "ping"], expect_exit_0),
+        "domain": lambda: timed([GAGENT, "agent", "-c", uri, domain, "ping"], expect_exit_0),
+    }
+    if virsh:
+        libvirt_route = [GAGENT, "agent", "-c", uri, "--transport", "libvirt", domain, "ping"]
+        ping = '{"execute":"guest-ping"}'
+        clients["domain/libvirt"] = lambda: timed(libvirt_route, expect_exit_0)
+        clients["virsh"] = lambda: timed(
+            ["virsh", "-c", uri, "qemu-agent-command", domain, ping], expect_exit_0
+        )
+    series = [Series(name) for name in clients]
+    interleave(rounds, list(zip(series, clients.values(), strict=True)), label="one-shot")
+    baselines = ("python", "virsh") if virsh else ("python",)
+    print_table("one ping per process: whole-process wall time", series, unit="ms", scale=1e3,
+                baselines=baselines)  # fmt: skip
+    by = {s.name: s for s in series}
+    socket_ratio = ratio_median(by["socket"].samples, by["python"].samples)
+    targets.at_most("--socket ping <= 2x python3 -c pass", socket_ratio, 2.0, "socket/python")
+    if virsh:
+        for name in ("domain", "domain/libvirt"):
+            ratio = ratio_median(by[name].samples, by["virsh"].samples)
+            targets.at_most(f"{name} ping <= 2x virsh", ratio, 2.0, f"{name}/virsh")
+    else:
+        ratio = ratio_median(by["domain"].samples, by["python"].samples)
+        targets.skip(
+            "domain ping <= 2x virsh",
+            f"test driver (no virsh agent route); domain/python = {ratio:.2f}, use --uri",
+        )
+
+
 def running_domains(uri: str) -> list[str]:
     result = subprocess.run(
         ["virsh", "-c", uri, "list", "--name", "--state-running"],
@@ -163,34 +225,46 @@ def main() -> int:
     parser = make_parser(__doc__.splitlines()[0])
     parser.add_argument("--domains", type=int, default=None, help="domains (one qemu-ga each)")
     parser.add_argument("--uri", help="measure this connection's running domains instead")
+    parser.add_argument("--single-rounds", type=int, default=None, help="rounds of one-shot calls")
+    parser.add_argument("--only-single", action="store_true", help="one-shot calls only")
     args = parser.parse_args()
     count = args.domains or (20 if args.quick else 100)
+    if args.only_single or args.uri:
+        count = 1  # one local qemu-ga, for the --socket call
     rounds = args.rounds or (3 if args.quick else 5)
+    single_rounds = args.single_rounds or (10 if args.quick else 20)
 
     targets = Targets()
-    if args.uri:
-        names = running_domains(args.uri)
-        print_environment(
-            f"cli: 'gagent agent --all ping' over the {len(names)} running domains of a "
-            "connection vs shell loops of gagent and virsh",
-            {"rounds": rounds, "domains": len(names)},
-        )
-        measure(args.uri, names, rounds, targets, virsh=True)
-        return targets.report(args.strict)
     agents: list[LocalAgent] = []
     with tempfile.TemporaryDirectory(prefix="gagent-bench-cli-") as tmp:
         try:
             started = time.perf_counter()
             start_agents(Path(tmp), count, agents)
             progress(f"   started {len(agents)} qemu-ga in {time.perf_counter() - started:.1f}s")
+            sock = str(agents[0].socket_path)
+            if args.uri:
+                names = running_domains(args.uri)
+                print_environment(
+                    f"cli: one-shot calls, and 'gagent agent --all ping' over the {len(names)} "
+                    "running domains of a connection vs shell loops of gagent and virsh",
+                    {"rounds": rounds, "one-shot rounds": single_rounds, "domains": len(names)},
+                )
+                measure_single(sock, args.uri, names[0], single_rounds, targets, virsh=True)
+                if not args.only_single:
+                    measure(args.uri, names, rounds, targets, virsh=True)
+                return targets.report(args.strict)
             node = Path(tmp) / "node.xml"
             names = write_node(node, agents)
             uri = f"test://{node}"
             print_environment(
-                f"cli: 'gagent agent --all ping' over {count} domains vs a shell loop",
-                {"rounds": rounds, "domains": count, "uri": "test:///<node file>"},
-            )
-            measure(uri, names, rounds, targets, virsh=False)
+                f"cli: one-shot calls, and 'gagent agent --all ping' over {count} domains vs "
+                "a shell loop",
+                {"rounds": rounds, "one-shot rounds": single_rounds, "domains": count,
+                 "uri": "test:///<node file>"},
+            )  # fmt: skip
+            measure_single(sock, uri, names[0], single_rounds, targets, virsh=False)
+            if not args.only_single:
+                measure(uri, names, rounds, targets, virsh=False)
         finally:
             stop_agents(agents)
             alive = [a.pid for a in agents if a.process.poll() is None]
