@@ -21,8 +21,10 @@ guest and every write in it hangs.  This module is the guest's own way out:
 qemu-ga still believes the guest frozen afterwards (only its own thaw resets
 that): the host's ``gagent thaw DOMAIN`` does, thawing nothing and returning 0.
 ``gagent-guest check`` reports the switch's deadline, whether it is armed and
-every time it fired.  The deadline lives in ``/etc/gagent/deadman.conf``
-(``GAGENT_FREEZE_DEADLINE=60``; 0 turns the switch off).
+every time it fired.  One switch per guest: the latest freeze hook arms it and
+any agent's thaw hook disarms it (two qemu-ga instances with hooks share it).
+The deadline lives in ``/etc/gagent/deadman.conf`` (``GAGENT_FREEZE_DEADLINE=60``;
+0 turns the switch off).
 
 Stdlib only, Python >= 3.9 (the guest's system python).
 """
