@@ -112,7 +112,6 @@ class AgentOptions:
         from gagent.sync import AgentTimeout, open_agent, run_blocking
 
         assert self.socket is not None
-        self.retry = shlex.join(["gagent", "agent", "--socket", self.socket, "fsfreeze", "thaw"])
         deadline = time.monotonic() + seconds if seconds else None
         try:
             with (

@@ -310,7 +310,7 @@ def watch(
     run_command(run, seconds=None, target="libvirt")
 
 
-# Registered here, after channel_group exists: probe.py imports shared options from this module.
-from .probe import channel_probe  # noqa: E402
-
-channel_group.add_command(channel_probe)
+# 'channel probe' lives in probe.py, which imports shared options from this module and
+# registers itself under channel_group; imported here, at the end, so that whichever of
+# the two modules is imported first (the CLI loads its commands lazily), both are whole.
+from . import probe as _registers_channel_probe  # noqa: E402, F401

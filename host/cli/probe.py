@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from .common import Output, run_command
-from .domain import DEFAULT_TIMEOUT, connect_option, json_option
+from .domain import DEFAULT_TIMEOUT, channel_group, connect_option, json_option
 
 __all__ = ["channel_probe"]
 
@@ -82,3 +82,6 @@ def channel_probe(
     result = run_command(run, seconds=seconds, target=socket_path or f"domain {domain}")
     Output(as_json).emit(result.as_dict(), lambda _value: result.summary())
     return 0
+
+
+channel_group.add_command(channel_probe)
