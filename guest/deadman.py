@@ -175,6 +175,8 @@ class Switch:
         if self.armed is not None and by_thaw:
             last = dict(self.armed, disarmed_at=time.time(), disarmed_uptime=_uptime())
             self._write("last", json.dumps(last) + "\n")
+        elif self.armed is None and by_thaw:
+            self._note_thaw_after_firing()
         self.armed = None
         try:
             (self.state_dir / "armed").unlink()
@@ -211,6 +213,13 @@ class Switch:
             f"{record.get('deadline_s')} s deadline: thawed {', '.join(thawed) or 'nothing'}"
             + (f"; failed: {'; '.join(errors)}" if errors else "")
         )
+
+    def _note_thaw_after_firing(self) -> None:
+        """A thaw hook after a firing: qemu-ga got its thaw, so it no longer says frozen."""
+        records = fired_records(self.state_dir)
+        if records and "qga_thawed_at" not in records[-1]:
+            records[-1]["qga_thawed_at"] = time.time()
+            self._write("fired", "".join(json.dumps(r) + "\n" for r in records))
 
     def _close(self) -> None:
         for fd in self.fds.values():

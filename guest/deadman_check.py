@@ -3,8 +3,9 @@
 Its deadline (``/etc/gagent/deadman.conf``), whether it is armed right now
 (a freeze is on), and every time it fired since boot: when, after how long,
 for which freeze (the qemu-ga pid and channel that asked for it) and what it
-thawed.  A firing is a warning: the guest recovered, but whoever held the
-freeze died or overran, and qemu-ga keeps saying "frozen" until the host thaws.
+thawed.  A firing is a warning until qemu-ga gets its thaw (the guest recovered,
+but whoever held the freeze died or overran, and qemu-ga keeps saying "frozen"
+until the host thaws); afterwards it is information.
 """
 
 from __future__ import annotations
@@ -67,13 +68,20 @@ def check_deadman(report: Report, roots: Roots) -> None:
             record.get("armed_at"), (int, float)
         ):
             held = f" after {float(record['fired_at']) - float(record['armed_at']):.1f} s"
-        report.add(
-            "deadman-fired",
-            WARNING,
+        message = (
             f"the dead-man's switch thawed {thawed} at {_when(record.get('fired_at'))}{held}: "
             f"{_freeze(record)} outlived its {record.get('deadline_s')} s deadline"
-            + (f"; it could not thaw {'; '.join(str(e) for e in errors)}" if errors else ""),
-            "whoever held the freeze died or overran it; qemu-ga still says frozen until a "
-            "thaw: run 'gagent thaw DOMAIN' on the host (raise GAGENT_FREEZE_DEADLINE in "
-            f"{CONFIG} if the host needs longer freezes)",
+            + (f"; it could not thaw {'; '.join(str(e) for e in errors)}" if errors else "")
         )
+        longer = f"raise GAGENT_FREEZE_DEADLINE in {CONFIG} if the host needs longer freezes"
+        if "qga_thawed_at" in record:  # settled: qemu-ga got its thaw afterwards
+            message += f"; qemu-ga was thawed at {_when(record['qga_thawed_at'])}"
+            report.add("deadman-fired", INFO, message, longer)
+        else:
+            report.add(
+                "deadman-fired",
+                WARNING,
+                message,
+                "whoever held the freeze died or overran it; qemu-ga still says frozen until "
+                f"a thaw: run 'gagent thaw DOMAIN' on the host ({longer})",
+            )

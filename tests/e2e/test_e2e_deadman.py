@@ -183,6 +183,13 @@ async def _host_thaw_resets_qemu_ga(domain) -> None:
     assert code == 0 and "thawed" in out, (code, out, err)
 
 
+async def _firing_settled(watcher: AgentCommands) -> None:
+    """After the host's thaw, check still tells of the firing, as information only."""
+    report = await _guest_check(watcher)
+    [finding] = [f for f in report["findings"] if f["code"] == "deadman-fired"]
+    assert finding["severity"] == "info" and "qemu-ga was thawed at" in finding["message"]
+
+
 async def test_gagent_killed_in_the_freeze_window(guest):
     with trio.fail_after(BOUND * 3):
         async with short_deadline(guest, slow_hook=True) as (watcher, probe):
@@ -201,6 +208,7 @@ async def test_gagent_killed_in_the_freeze_window(guest):
             # qemu-ga froze for a dead client; the writer got through: no host action
             await _the_switch_thawed_the_guest(watcher, probe, writer["writer"])
             await _host_thaw_resets_qemu_ga(guest)
+            await _firing_settled(watcher)
 
 
 async def test_qemu_ga_killed_while_frozen(guest):
@@ -226,6 +234,7 @@ async def test_qemu_ga_killed_while_frozen(guest):
                         answering = True
                 await trio.sleep(0.5)
             await _host_thaw_resets_qemu_ga(guest)
+            await _firing_settled(watcher)
             if guest.sysvinit:  # thawed, qemu-ga wrote its pidfile: the init script sees it
                 out = await _sh(watcher, f"GAGENT_PORTS={PORT} {INIT_SCRIPT} status")
                 assert "running" in out, out

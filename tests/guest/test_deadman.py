@@ -151,11 +151,19 @@ def test_the_hook_arms_and_the_switch_fires_after_the_deadline(guest):
     assert armed["freeze"] in text and "1 s deadline" in text and "gagent thaw" in text
     assert report.facts["deadman"]["fired"] == [record]
 
+    # the host's thaw reaches qemu-ga, whose thaw hook settles the firing
+    assert guest.hook("thaw").returncode == 0
+    guest.wait_for(lambda: "qga_thawed_at" in (guest.read("fired") or ""))
+    report = guest.report()
+    assert report.codes("warning") == [] and "deadman-fired" in report.codes("info")
+    assert "qemu-ga was thawed at" in report.to_text()
+
     # the daemon stays resident and serves the next freeze
     pid = guest.pid()
     assert guest.hook("freeze").returncode == 0
     assert guest.pid() == pid
     guest.wait_for(lambda: len((guest.read("fired") or "").splitlines()) == 2)
+    assert guest.report().codes("warning") == ["deadman-fired"]  # the new one is not settled
 
 
 def test_thaw_disarms_the_switch(guest):
