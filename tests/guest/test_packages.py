@@ -237,6 +237,34 @@ def test_maintainer_scripts_on_a_live_systemd_system(scripts, tmp_path, script, 
     assert not Path("/run/systemd/system").exists() or Path("/run/systemd/system").is_dir()
 
 
+@pytest.mark.parametrize("args", [["remove"], ["upgrade", VERSION]])
+def test_prerm_stops_the_resident_deadman(scripts, tmp_path, args):
+    """A real dead-man's switch daemon in a private PID namespace (its own /run): prerm
+    stops it on removal and upgrade (the next freeze starts the installed code)."""
+    if not _unshare_ok():
+        pytest.skip("needs root and unshare (private mount and PID namespaces)")
+    log = tmp_path / "calls.log"
+    log.touch()
+    _stubs(tmp_path / "bin", log)
+    inner = (
+        "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system && "
+        f"{sys.executable} -m gagent.guest.deadman start && "
+        "read -r pid </run/gagent/deadman/pid && "
+        f'env -i PATH="{tmp_path}/bin:/usr/bin:/bin" /bin/sh "$0" "$@" || exit 1; '
+        # gone, or a zombie of this shell (PID 1 here, which never reaps it)
+        "for i in $(seq 100); do "
+        "  grep -qs '^State:.*Z' /proc/$pid/status || [ ! -e /proc/$pid ] && exit 0; "
+        "  sleep 0.1; "
+        "done; echo still running; exit 9"
+    )
+    out = _run(
+        ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+         "sh", "-c", inner, str(scripts / "prerm"), *args],
+        timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_maintainer_scripts_touch_nothing_under_dpkg_root(scripts, tmp_path):
     log = tmp_path / "calls.log"
     log.touch()
