@@ -36,9 +36,15 @@ GAGENT = str(Path(sys.executable).with_name("gagent"))
 #: What a busy 2-CPU machine may add to a deadline (process start, imports, a thaw).
 MARGIN = 15.0
 HOOK = "/etc/gagent/fsfreeze-hook.d/40-e2e-slow"
-SLOW_HOOK = """#!/bin/sh
-[ "$1" != freeze ] || sleep 4
+HOOK_LOG = "/run/gagent-e2e-slow-hook.log"  # tmpfs: never frozen
+#: Logs each call (so a test knows the freeze was under way), and holds the freeze request
+#: open for a while: the window in which the tests send their signals.
+SLOW_HOOK = f"""#!/bin/sh
+echo "$1" >>{HOOK_LOG}
+[ "$1" != freeze ] || sleep 8
 """
+#: timeout(1)'s delay: well inside the hook's sleep, well after gagent sent the freeze.
+SIGNAL_AFTER = 5
 
 
 def gagent(*argv: str, timeout: float = 120) -> tuple[int, str, str, float]:
@@ -63,24 +69,33 @@ async def test_a_signal_in_the_freeze_window_leaves_the_guest_thawed(systemd_dom
     name, uri, sock = systemd_domain.name, systemd_domain.uri, systemd_domain.socket_path
     with trio.fail_after(60):
         async with open_agent(sock) as agent:
-            await _sh(agent, f"cat >{HOOK} <<'EOF'\n{SLOW_HOOK}EOF\nchmod 755 {HOOK}")
+            await _sh(
+                agent,
+                f"rm -f {HOOK_LOG}; cat >{HOOK} <<'EOF'\n{SLOW_HOOK}EOF\nchmod 755 {HOOK}",
+            )
     try:
-        # timeout(1) sends the signal 2 s in: the freeze request is in flight (the hook sleeps)
-        argv = ["timeout", "-s", signame, "2", GAGENT, "fsfreeze", "freeze", name, "-c", uri]
+        # timeout(1) signals while the freeze request is in flight (the hook sleeps)
+        argv = ["timeout", "-s", signame, str(SIGNAL_AFTER), GAGENT, "fsfreeze", "freeze", name,
+                "-c", uri]  # fmt: skip
         started = time.monotonic()
         proc = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
         took = time.monotonic() - started
         err = proc.stderr.decode()
         assert proc.returncode == 124, err  # timeout(1)'s own code for "I had to signal it"
         assert err.strip().splitlines()[-1] == f"gagent: interrupted by SIG{signame}", err
-        assert took < 2 + 4 + MARGIN, took  # the hook's sleep, then the shielded thaw
+        assert took < 8 + MARGIN, took  # the hook's sleep, then the shielded thaw
         assert await _status(sock) is FsfreezeStatus.THAWED
+        with trio.fail_after(60):
+            async with open_agent(sock) as agent:
+                log = await run_program(agent, ["cat", HOOK_LOG])
+        # the freeze was under way when the signal came, and the thaw followed it
+        assert log.stdout.decode().split() == ["freeze", "thaw"], log
     finally:
         with trio.fail_after(60):
             async with open_agent(sock) as agent:
                 if await agent.fsfreeze_status() is FsfreezeStatus.FROZEN:
                     await agent.fsfreeze_thaw()
-                await _sh(agent, f"rm -f {HOOK}")
+                await _sh(agent, f"rm -f {HOOK} {HOOK_LOG}")
 
 
 @pytest.fixture
@@ -139,7 +154,6 @@ async def test_emergency_thaw_goes_around_a_hung_libvirtd(
                 await agent.fsfreeze_thaw()
 
 
-HOOK_LOG = "/run/gagent-e2e-slow-hook.log"  # tmpfs: never frozen
 MARKED_HOOK = f"""#!/bin/sh
 echo "$1" >>{HOOK_LOG}
 [ "$1" != freeze ] || sleep 3

@@ -104,6 +104,30 @@ def test_fsfreeze_freeze_of_nothing_fails_thawed(capsys, tmp_path):
     assert fake.commands == HAPPY and fake.state == "thawed"
 
 
+@contextlib.contextmanager
+def signal_when(fake: FreezableFake, command: str, *signums: signal.Signals) -> Iterator[None]:
+    """Raise each signal once ``fake`` has received ``command`` (0.2 s apart): tied to what the
+    command is doing, not to a clock, so a busy machine cannot move the signal elsewhere."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while command not in fake.commands:
+            if stop.wait(0.01):
+                return
+        for signum in signums:
+            if stop.wait(0.2):
+                return
+            signal.raise_signal(signum)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+
+
 @pytest.mark.parametrize(
     ("signum", "code"),
     [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
@@ -114,13 +138,8 @@ def test_a_stop_signal_during_the_freeze_still_thaws(capsys, tmp_path, signum, c
     # Ctrl-C, systemd's SIGTERM, a dropped ssh session's SIGHUP, timeout(1): all the same
     fake = FreezableFake().on(FREEZE, Delay(1.5))
     words = [*command, "vm1", *(["s1"] if command[0] == "snapshot" else [])]
-    with served(fake, tmp_path) as uri:
-        timer = threading.Timer(0.5, signal.raise_signal, (signum,))
-        timer.start()
-        try:
-            got, _out, err = run(capsys, *words, "-c", uri)
-        finally:
-            timer.cancel()
+    with served(fake, tmp_path) as uri, signal_when(fake, FREEZE, signum):
+        got, _out, err = run(capsys, *words, "-c", uri)
     assert (got, err) == (code, f"gagent: interrupted by {signal.Signals(signum).name}\n")
     # the thaw waited (shielded) behind the slow freeze, then confirmed
     assert fake.commands[-4:] == [FREEZE, SYNC, THAW, STATUS]
@@ -129,18 +148,11 @@ def test_a_stop_signal_during_the_freeze_still_thaws(capsys, tmp_path, signum, c
 
 def test_a_second_signal_does_not_skip_the_thaw(capsys, tmp_path):
     fake = FreezableFake().on(FREEZE, Delay(1.5))
-    with served(fake, tmp_path) as uri:
-        timers = [
-            threading.Timer(0.4, signal.raise_signal, (signal.SIGTERM,)),
-            threading.Timer(0.8, signal.raise_signal, (signal.SIGINT,)),
-        ]
-        for timer in timers:
-            timer.start()
-        try:
-            code, _out, err = run(capsys, "fsfreeze", "freeze", "vm1", "-c", uri)
-        finally:
-            for timer in timers:
-                timer.cancel()
+    with (
+        served(fake, tmp_path) as uri,
+        signal_when(fake, FREEZE, signal.SIGTERM, signal.SIGINT),
+    ):
+        code, _out, err = run(capsys, "fsfreeze", "freeze", "vm1", "-c", uri)
     assert code == 143
     assert err.splitlines()[-1] == "gagent: interrupted by SIGTERM"
     assert "still finishing" in err
@@ -241,17 +253,11 @@ def test_an_unconfirmed_thaw_outranks_the_deadline_or_signal_that_ends_it(
 ):
     fake = FreezableFake().set_default(THAW, Silence())
     fake.state, fake._held = "frozen", 1
-    extra = ("--timeout", "0.3") if ending == "deadline" else ()
-    with served(fake, tmp_path) as uri:
-        timer = threading.Timer(0.3, signal.raise_signal, (signal.SIGTERM,))
-        if ending == "SIGTERM":
-            timer.start()
-        try:
-            code, out, err = run(
-                capsys, *command, "vm1", "-c", uri, "--thaw-timeout", "0.9", *extra
-            )
-        finally:
-            timer.cancel()
+    # the deadline passes while the (shielded) thaw waits for its answer
+    extra = ("--timeout", "2") if ending == "deadline" else ()
+    signals = (signal.SIGTERM,) if ending == "SIGTERM" else ()
+    with served(fake, tmp_path) as uri, signal_when(fake, THAW, *signals):
+        code, out, err = run(capsys, *command, "vm1", "-c", uri, "--thaw-timeout", "4", *extra)
     assert (code, out) == (9, ""), err  # not 4 or 143: the guest may still be frozen
     (line,) = err.splitlines()
     assert line.startswith("gagent: error: THE GUEST MAY STILL BE FROZEN"), line
