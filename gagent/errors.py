@@ -29,6 +29,7 @@
      +-- ChannelEditConflict     another edit of the domain's channels held its lock or undid ours
      +-- LocalFileError          a copy could not read or write a file on this side (EACCES...)
      +-- CommandTimeout          a command's overall deadline (--timeout) passed (the CLI)
+     +-- AgentTimeout            gagent.sync: no answer within a call's timeout
      +-- UsageError              bad input from the caller (arguments, JSON, paths)
           +-- SocketPathRefused  a channel's socket path is a file or another domain's socket
           +-- DomainXmlError     not a well-formed libvirt domain XML (gagent.host.domxml)
@@ -37,7 +38,8 @@ This module defines the classes down to HostError, UsageError and
 LocalFileError.  The others live where they are raised (the core imports no
 libvirt code): GuestReplaceError in gagent.guest_replace, HostError's
 subclasses in gagent.host.virt, FreezeError's family in gagent.freeze,
-SnapshotTimeout in gagent.host.snapshot, StoreError in gagent.host.inventory.
+SnapshotTimeout in gagent.host.snapshot, StoreError in gagent.host.inventory,
+AgentTimeout in gagent.sync.
 
 Errors keep their evidence: the command sent, its arguments (large payloads
 abbreviated), the agent's error class and description, and the raw reply.
