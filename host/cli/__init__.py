@@ -205,6 +205,7 @@ def exit_code_for(error: BaseException) -> int:
         (CommandNotFound, EXIT_UNAVAILABLE),
         (AgentError, EXIT_AGENT_ERROR),
         (CommandTimeout, EXIT_TIMEOUT),
+        *_agent_timeout(),
         (ConnectionLost, EXIT_CONNECTION),
         (ProtocolError, EXIT_CONNECTION),
         (HostError, EXIT_HOST),
@@ -304,6 +305,12 @@ def _usage_error(error: click.UsageError, words: list[str]) -> int:
         hint = f" (see: {ctx.command_path} {max(help_names, key=len)})"
     print(f"gagent: error: {message}{hint}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def _agent_timeout() -> list[tuple[type[BaseException], int]]:
+    """gagent.sync's timeout, when that module is loaded (else nothing raised it)."""
+    sync = sys.modules.get("gagent.sync")
+    return [] if sync is None else [(sync.AgentTimeout, EXIT_TIMEOUT)]
 
 
 class _NeverRaised(Exception):

@@ -158,3 +158,11 @@ def test_a_stop_signal_ends_a_waiting_command_with_its_code(silent, signum, code
             proc.wait()
     assert (proc.returncode, out) == (code, "")
     assert err.splitlines() == [f"gagent: interrupted by {signal.Signals(signum).name}"]
+
+
+def test_a_timeout_of_the_blocking_client_is_exit_4():
+    """Should gagent.sync's own AgentTimeout ever reach main, it is a timeout (4), not 1."""
+    from gagent.host.cli import exit_code_for
+    from gagent.sync import AgentTimeout
+
+    assert exit_code_for(AgentTimeout("no answer")) == 4
