@@ -20,7 +20,6 @@ libvirtd or an unanswering remote host cannot outlive the caller's
 from __future__ import annotations
 
 import shlex
-import uuid as uuid_module
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from .domxml import DomainFacts, parse_domain
 from .libvirt_agent import LibvirtAgent
 from .reach import AgentRoute, Transport, choose_route
 from .virt import Domain, DomainState, Hypervisor, open_hypervisor
+from .virt_types import looks_like_uuid
 
 __all__ = ["DomainSession", "open_domain", "open_domain_agent", "open_hypervisor_session"]
 
@@ -90,7 +90,7 @@ class DomainSession:
         """How advice names the domain: its name, unless gagent and virsh would read that
         name as an ID or a UUID first (a domain named ``1``): then its UUID."""
         name = self.name
-        if name.isdigit() or _looks_like_uuid(name):
+        if name.isdigit() or looks_like_uuid(name):
             return self.domain.uuid
         return name
 
@@ -219,11 +219,3 @@ async def open_domain_agent(
         session.agent(transport, channel_name) as agent,
     ):
         yield agent
-
-
-def _looks_like_uuid(text: str) -> bool:
-    try:
-        uuid_module.UUID(text)
-    except ValueError:
-        return False
-    return True

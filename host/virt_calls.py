@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shlex
 import threading
-import uuid as uuid_module
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
@@ -23,7 +22,13 @@ import trio
 
 from gagent.errors import HostError
 
-from .virt_types import DomainEvent, DomainNotFound, LibvirtAgentError, Unsupported
+from .virt_types import (
+    DomainEvent,
+    DomainNotFound,
+    LibvirtAgentError,
+    Unsupported,
+    looks_like_uuid,
+)
 
 try:
     import libvirt
@@ -194,7 +199,7 @@ def find_domain(conn: VirConnect, ref: str, *, uri: str) -> VirDomain:
             return conn.lookupByID(int(ref))
         except libvirt.libvirtError:
             pass
-    if _looks_like_uuid(ref):
+    if looks_like_uuid(ref):
         try:
             return conn.lookupByUUIDString(ref)
         except libvirt.libvirtError:
@@ -247,14 +252,6 @@ def agent_command_blocking(dom: VirDomain, request: str, wait_seconds: int, *, d
         return libvirt_qemu.qemuAgentCommand(dom, request, wait_seconds, 0)
     except libvirt.libvirtError as exc:
         raise _host_error(exc, doing, LibvirtAgentError) from None
-
-
-def _looks_like_uuid(text: str) -> bool:
-    try:
-        uuid_module.UUID(text)
-    except ValueError:
-        return False
-    return True
 
 
 async def running_domains(conn: VirConnect) -> list[tuple[str, str]]:

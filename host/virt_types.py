@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import os
+import uuid as uuid_module
 from dataclasses import dataclass
 
 from gagent.errors import HostError
@@ -29,6 +30,15 @@ __all__ = [
 
 #: The embedded default for demos and tests: built into libvirt, no daemon.
 DEFAULT_URI = "test:///default"
+
+
+def looks_like_uuid(text: str) -> bool:
+    """Would libvirt (and virsh) read ``text`` as a UUID?"""
+    try:
+        uuid_module.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def resolve_uri(uri: str | None) -> str | None:
