@@ -179,7 +179,7 @@ def list_command(
     from gagent.host.inventory import Store
     from gagent.host.inventory.report import format_guests
 
-    with Store.open(db, busy_timeout=busy_timeout) as store:
+    with Store.open(_existing(db), busy_timeout=busy_timeout) as store:
         guests = store.guests(hypervisor=hypervisor)
     fmt = "json" if as_json else fmt
     if guests or fmt == "json":
@@ -200,7 +200,7 @@ def show_command(name: str, db: str | None, busy_timeout: float, as_json: bool) 
     from gagent.host.inventory import Store
     from gagent.host.inventory.report import format_show
 
-    with Store.open(db, busy_timeout=busy_timeout) as store:
+    with Store.open(_existing(db), busy_timeout=busy_timeout) as store:
         info = store.show(name)
     if info is None:
         raise UsageError(f"no guest named {name!r} in the inventory (see 'gagent inventory list')")
@@ -219,7 +219,7 @@ def diff_command(scan_id: int | None, db: str | None, busy_timeout: float, as_js
 
     from gagent.host.inventory import Store
 
-    with Store.open(db, busy_timeout=busy_timeout) as store:
+    with Store.open(_existing(db), busy_timeout=busy_timeout) as store:
         diff = store.diff(scan_id)
     if as_json:
         click.echo(json.dumps(diff.to_json(), indent=2))
@@ -230,3 +230,18 @@ def diff_command(scan_id: int | None, db: str | None, busy_timeout: float, as_js
     )
     click.echo(f"scan {diff.scan_id} against the previous scan of each hypervisor ({against})")
     click.echo("\n".join(diff.lines()) if not diff.empty else "no change")
+
+
+def _existing(db: str | None) -> str | None:
+    """A --db a reading command names must exist: a mistyped path must not become a new,
+    empty inventory (the default file may be missing: then the inventory is just empty)."""
+    import os
+
+    from gagent.host.inventory.backends import is_postgresql
+
+    if db is not None and not is_postgresql(db) and not os.path.exists(db):
+        raise UsageError(
+            f"no inventory database at {db}: check the path, or store a scan there with "
+            f"'gagent inventory scan -w URI --db {db}'"
+        )
+    return db

@@ -271,3 +271,16 @@ def test_two_scans_at_once_on_one_sqlite_file(tmp_path):
         check=True,
     )
     assert len(json.loads(listed.stdout)) == 600
+
+
+@pytest.mark.parametrize("argv", [("list",), ("show", "vm1"), ("diff",)])
+def test_a_mistyped_db_is_refused_not_created(capsys, tmp_path, argv):
+    typo = tmp_path / "inventroy.sqlite3"
+    code = main(["inventory", *argv, "--db", str(typo)])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert err == (
+        f"gagent: error: no inventory database at {typo}: check the path, or store a scan there "
+        f"with 'gagent inventory scan -w URI --db {typo}'\n"
+    )
+    assert not typo.exists()
