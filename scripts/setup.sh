@@ -22,6 +22,8 @@ SYSTEM_PACKAGES=(
   dpkg-dev rpm lintian shellcheck
   # the shared inventory store's tests run a real PostgreSQL server
   postgresql
+  # the exporter's e2e tests scrape it with a real Prometheus server
+  prometheus
 )
 
 missing=()
@@ -38,5 +40,5 @@ if [ ! -x .venv/bin/python ]; then
   /usr/bin/python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[host,guest,postgresql,dev]'
+.venv/bin/python -m pip install -q -e '.[host,guest,postgresql,exporter,dev]'
 echo "gagent set up: $(.venv/bin/gagent --version)"
