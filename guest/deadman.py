@@ -46,6 +46,7 @@ __all__ = [
     "Config",
     "fired_records",
     "main",
+    "parse_config",
     "read_config",
 ]
 
@@ -77,6 +78,11 @@ def read_config(path: Path | str = CONFIG) -> Config:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return Config()
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, source: str) -> Config:
+    """``deadman.conf``'s text (the host reads it through the agent with these rules too)."""
     deadline = DEFAULT_DEADLINE
     for line in text.splitlines():
         key, sep, value = line.strip().partition("=")
@@ -84,7 +90,7 @@ def read_config(path: Path | str = CONFIG) -> Config:
             value = value.strip().strip("'\"")
             if value.isdigit():
                 deadline = int(value)
-    return Config(deadline, str(path))
+    return Config(deadline, source)
 
 
 def _unescape(field: str) -> str:
