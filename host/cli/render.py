@@ -12,10 +12,24 @@ from typing import Any
 __all__ = ["format_table", "human_bytes", "render", "to_jsonable"]
 
 
+def _is_record(value: Any) -> bool:
+    """A dataclass instance, or a reply struct (gagent.decoding.Described)."""
+    if isinstance(value, type):
+        return False
+    return dataclasses.is_dataclass(value) or hasattr(type(value), "__struct_fields__")
+
+
+def _field_names(value: Any) -> list[str]:
+    """A record's fields; a struct's ``_``-fields hold wire members, shown by others."""
+    if dataclasses.is_dataclass(value):
+        return [f.name for f in dataclasses.fields(value)]
+    return [name for name in type(value).__struct_fields__ if not name.startswith("_")]
+
+
 def to_jsonable(value: Any) -> Any:
-    """Dataclasses, enums and bytes as plain JSON values (bytes as base64)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    """Dataclasses, reply structs, enums and bytes as plain JSON values (bytes as base64)."""
+    if _is_record(value):
+        return {name: to_jsonable(getattr(value, name)) for name in _field_names(value)}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, bytes | bytearray):
@@ -51,7 +65,7 @@ def _cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, list | tuple):
         return ",".join(_cell(v) for v in value) or "-"
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if _is_record(value):
         return " ".join(f"{k}={_cell(v)}" for k, v in to_jsonable(value).items())
     if isinstance(value, dict):
         return " ".join(f"{k}={_cell(v)}" for k, v in value.items())
@@ -80,14 +94,14 @@ def render(value: Any) -> str:
         if not value:
             return "(none)"
         first = value[0]
-        if dataclasses.is_dataclass(first) and not isinstance(first, type):
-            headers = [f.name for f in dataclasses.fields(first)]
+        if _is_record(first):
+            headers = _field_names(first)
             return format_table(headers, ([getattr(v, h) for h in headers] for v in value))
         if isinstance(first, dict):
             headers = list(first)
             return format_table(headers, ([v.get(h) for h in headers] for v in value))
         return "\n".join(_cell(v) for v in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if _is_record(value):
         return format_table(["field", "value"], ((k, v) for k, v in _fields(value)))
     if isinstance(value, dict):
         return format_table(["key", "value"], value.items())
@@ -95,4 +109,4 @@ def render(value: Any) -> str:
 
 
 def _fields(value: Any) -> list[tuple[str, Any]]:
-    return [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+    return [(name, getattr(value, name)) for name in _field_names(value)]
