@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -38,6 +38,9 @@ from .protocol import (
     Reply,
     SyncReply,
 )
+
+if TYPE_CHECKING:
+    from .decoding import ReplyDecoder
 
 __all__ = ["Agent", "connect_unix", "open_agent", "open_agent_over"]
 
@@ -93,6 +96,20 @@ class Agent(AgentCommands):
         if command in NO_REPLY_COMMANDS:
             await self.execute_no_reply(command, arguments)
             return None
+        return await self._exchange(command, arguments, None)
+
+    async def execute_decoded(
+        self, command: str, arguments: dict[str, Any] | None, decoder: ReplyDecoder
+    ) -> Any:
+        """:meth:`execute`, the reply line decoded by ``decoder`` straight from its bytes."""
+        return await self._exchange(command, arguments, decoder)
+
+    async def _exchange(
+        self,
+        command: str,
+        arguments: dict[str, Any] | None,
+        decode: Callable[[bytes], Reply | ErrorReply] | None,
+    ) -> Any:
         # The hot path, kept flat: an uncontended lock is taken without a
         # scheduler pass (send_all checkpoints anyway).
         lock = self._lock
@@ -104,7 +121,7 @@ class Agent(AgentCommands):
             conn = self._conn
             if conn.needs_sync:
                 await self._sync_locked()
-            data = conn.send_command(command, arguments)
+            data = conn.send_command(command, arguments, decode)
             stream = self.stream
             try:
                 if type(stream) is trio.SocketStream:

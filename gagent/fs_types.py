@@ -1,26 +1,17 @@
-"""Frozen dataclasses for qemu-ga's filesystem, disk and file replies.
+"""qemu-ga's filesystem, disk and file replies, as frozen structs described once.
 
-The companion of :mod:`gagent.types` (which holds the agent and system
-replies and the shared parsing helpers); split by topic to keep each module
-small.  Same rules: tolerant of omitted optional members, strict on shape.
+The companion of :mod:`gagent.types` (the agent and system replies).  Same
+rules: tolerant of omitted optional members, strict on shape.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Any
 
-from .types import (
-    decode_base64,
-    enum_member,
-    expect_dict,
-    expect_list,
-    field_names,
-    int_members,
-    member,
-    shape_error,
-)
+import msgspec
+
+from .decoding import Described, convert
 
 __all__ = [
     "CcwAddress",
@@ -35,10 +26,13 @@ __all__ = [
     "FileWrite",
     "FilesystemInfo",
     "FsfreezeStatus",
+    "FstrimResponse",
     "FstrimResult",
     "PciAddress",
     "SeekWhence",
 ]
+
+_set = msgspec.structs.force_setattr
 
 
 class FsfreezeStatus(enum.StrEnum):
@@ -47,7 +41,12 @@ class FsfreezeStatus(enum.StrEnum):
 
     @classmethod
     def from_json(cls, value: Any) -> FsfreezeStatus:
-        return enum_member(cls, value, "guest-fsfreeze-status")
+        if type(value) is str and value in _FREEZE_STATES:
+            return _FREEZE_STATES[value]
+        return convert(value, cls, "guest-fsfreeze-status")
+
+
+_FREEZE_STATES = {s.value: s for s in FsfreezeStatus}
 
 
 class SeekWhence(enum.StrEnum):
@@ -59,7 +58,7 @@ class SeekWhence(enum.StrEnum):
 
 
 class DiskBusType(enum.StrEnum):
-    """GuestDiskBusType as of qemu-ga 7.2.  Parsing keeps unknown names as plain
+    """GuestDiskBusType as of qemu-ga 7.2.  Decoding keeps unknown names as plain
     strings: newer agents add bus types, and a disk list should not fail over one."""
 
     IDE = "ide"
@@ -84,47 +83,39 @@ class DiskBusType(enum.StrEnum):
     NVME = "nvme"
 
 
-def _bus_type(value: str) -> DiskBusType | str:
-    try:
-        return DiskBusType(value)
-    except ValueError:
-        return value
+_BUS_TYPES = {b.value: b for b in DiskBusType}
 
 
-@dataclass(frozen=True, slots=True)
-class PciAddress:
+class PciAddress(Described, frozen=True):
     """A controller's PCI address (members are -1 when the agent could not tell)."""
+
+    command = "guest-get-fsinfo"
 
     domain: int
     bus: int
     slot: int
     function: int
 
-    @classmethod
-    def from_json(cls, value: Any, what: str = "pci-controller") -> PciAddress:
-        return cls(**int_members(expect_dict(value, what), field_names(cls), what, optional=False))
 
-
-@dataclass(frozen=True, slots=True)
-class CcwAddress:
+class CcwAddress(Described, frozen=True):
     """A CCW address (s390x guests)."""
+
+    command = "guest-get-disks"
 
     cssid: int
     ssid: int
     subchno: int
     devno: int
 
-    @classmethod
-    def from_json(cls, value: Any, what: str = "ccw-address") -> CcwAddress:
-        return cls(**int_members(expect_dict(value, what), field_names(cls), what, optional=False))
 
-
-@dataclass(frozen=True, slots=True)
-class DiskAddress:
+class DiskAddress(Described, frozen=True):
     """Where a disk sits (GuestDiskAddress): ``dev`` is the device node, e.g. /dev/vda."""
 
+    command = "guest-get-disks"
+
     pci_controller: PciAddress
-    bus_type: DiskBusType | str
+    #: A DiskBusType, or the plain name of a bus newer than this module (__post_init__).
+    bus_type: str
     bus: int
     target: int
     unit: int
@@ -132,64 +123,69 @@ class DiskAddress:
     dev: str | None = None
     ccw_address: CcwAddress | None = None
 
-    @classmethod
-    def from_json(cls, value: Any, what: str = "disk address") -> DiskAddress:
-        value = expect_dict(value, what)
-        ccw = member(value, "ccw-address", dict, what, optional=True)
-        return cls(
-            pci_controller=PciAddress.from_json(
-                member(value, "pci-controller", dict, what), f"{what} pci-controller"
-            ),
-            bus_type=_bus_type(member(value, "bus-type", str, what)),
-            **int_members(value, ("bus", "target", "unit"), what, optional=False),
-            serial=member(value, "serial", str, what, optional=True),
-            dev=member(value, "dev", str, what, optional=True),
-            ccw_address=None if ccw is None else CcwAddress.from_json(ccw, f"{what} ccw-address"),
-        )
+    def __post_init__(self) -> None:
+        _set(self, "bus_type", _BUS_TYPES.get(self.bus_type, self.bus_type))
 
 
-@dataclass(frozen=True, slots=True)
-class FilesystemInfo:
+class FilesystemInfo(Described, frozen=True):
     """One ``guest-get-fsinfo`` entry (mounted, non-network filesystems)."""
+
+    command = "guest-get-fsinfo"
 
     name: str
     mountpoint: str
     type: str
-    disks: tuple[DiskAddress, ...] = ()
+    disks: tuple[DiskAddress, ...] = msgspec.field(name="disk")
     used_bytes: int | None = None
     total_bytes: int | None = None
 
-    @classmethod
-    def from_json(cls, value: Any) -> FilesystemInfo:
-        what = "guest-get-fsinfo"
-        value = expect_dict(value, what)
-        disks = member(value, "disk", list, what)
-        return cls(
-            name=member(value, "name", str, what),
-            mountpoint=member(value, "mountpoint", str, what),
-            type=member(value, "type", str, what),
-            disks=tuple(DiskAddress.from_json(d, f"{what} disk") for d in disks),
-            **int_members(value, ("used_bytes", "total_bytes"), what, optional=True),
-        )
 
-
-@dataclass(frozen=True, slots=True)
-class DiskSmart:
+class DiskSmart(Described, frozen=True):
     """SMART data of a disk (GuestDiskSmart; qemu-ga 7.2 fills it for NVMe only).
 
-    ``values`` keeps the members as sent (``critical-warning``, ``temperature``,
-    ``data-units-read-lo``...); :meth:`counter` joins a 128-bit ``-lo``/``-hi`` pair.
+    The members are GuestNVMeSmart's, all optional here; ``values`` keeps those
+    sent, by their JSON names (``critical-warning``, ``data-units-read-lo``...);
+    :meth:`counter` joins a 128-bit ``-lo``/``-hi`` pair.
     """
 
-    type: DiskBusType | str
-    values: dict[str, int]
+    command = "guest-get-disks"
 
-    @classmethod
-    def from_json(cls, value: Any, what: str = "guest-get-disks smart") -> DiskSmart:
-        value = expect_dict(value, what)
-        kind = _bus_type(member(value, "type", str, what))
-        names = [key for key in value if key != "type"]
-        return cls(type=kind, values=int_members(value, names, what, optional=False))  # type: ignore[arg-type]
+    #: A DiskBusType, or the plain name of a newer one (as bus_type).
+    type: str
+    values: dict[str, int] = msgspec.field(default_factory=dict, name="gagent:values")
+    critical_warning: int | None = None
+    temperature: int | None = None
+    available_spare: int | None = None
+    available_spare_threshold: int | None = None
+    percentage_used: int | None = None
+    data_units_read_lo: int | None = None
+    data_units_read_hi: int | None = None
+    data_units_written_lo: int | None = None
+    data_units_written_hi: int | None = None
+    host_read_commands_lo: int | None = None
+    host_read_commands_hi: int | None = None
+    host_write_commands_lo: int | None = None
+    host_write_commands_hi: int | None = None
+    controller_busy_time_lo: int | None = None
+    controller_busy_time_hi: int | None = None
+    power_cycles_lo: int | None = None
+    power_cycles_hi: int | None = None
+    power_on_hours_lo: int | None = None
+    power_on_hours_hi: int | None = None
+    unsafe_shutdowns_lo: int | None = None
+    unsafe_shutdowns_hi: int | None = None
+    media_errors_lo: int | None = None
+    media_errors_hi: int | None = None
+    number_of_error_log_entries_lo: int | None = None
+    number_of_error_log_entries_hi: int | None = None
+
+    def __post_init__(self) -> None:
+        _set(self, "type", _BUS_TYPES.get(self.type, self.type))
+        if not self.values:
+            names = self.__struct_encode_fields__[2:]
+            fields = self.__struct_fields__[2:]
+            values = {n: getattr(self, f) for n, f in zip(names, fields, strict=True)}
+            _set(self, "values", {n: v for n, v in values.items() if v is not None})
 
     def counter(self, name: str) -> int | None:
         """``counter("data-units-read")`` = hi << 64 | lo, or None if absent."""
@@ -199,9 +195,10 @@ class DiskSmart:
         return self.values.get(f"{name}-hi", 0) << 64 | low
 
 
-@dataclass(frozen=True, slots=True)
-class DiskInfo:
+class DiskInfo(Described, frozen=True):
     """One ``guest-get-disks`` entry: ``name`` is the device node, e.g. /dev/vda."""
+
+    command = "guest-get-disks"
 
     name: str
     partition: bool
@@ -210,28 +207,11 @@ class DiskInfo:
     alias: str | None = None
     smart: DiskSmart | None = None
 
-    @classmethod
-    def from_json(cls, value: Any) -> DiskInfo:
-        what = "guest-get-disks"
-        value = expect_dict(value, what)
-        dependencies = member(value, "dependencies", list, what, optional=True) or []
-        if not all(isinstance(d, str) for d in dependencies):
-            raise shape_error(what, "dependencies must be strings")
-        address = member(value, "address", dict, what, optional=True)
-        smart = member(value, "smart", dict, what, optional=True)
-        return cls(
-            name=member(value, "name", str, what),
-            partition=member(value, "partition", bool, what),
-            dependencies=tuple(dependencies),
-            address=None if address is None else DiskAddress.from_json(address, f"{what} address"),
-            alias=member(value, "alias", str, what, optional=True),
-            smart=None if smart is None else DiskSmart.from_json(smart),
-        )
 
-
-@dataclass(frozen=True, slots=True)
-class DiskStats:
+class DiskStats(Described, frozen=True):
     """Block-layer counters of one disk (all optional; ticks are milliseconds)."""
+
+    command = "guest-get-diskstats"
 
     read_sectors: int | None = None
     read_ios: int | None = None
@@ -251,34 +231,22 @@ class DiskStats:
     total_ticks: int | None = None
     weight_ticks: int | None = None
 
-    @classmethod
-    def from_json(cls, value: Any, what: str = "guest-get-diskstats stats") -> DiskStats:
-        return cls(**int_members(expect_dict(value, what), field_names(cls), what, optional=True))
 
-
-@dataclass(frozen=True, slots=True)
-class DiskStatsInfo:
+class DiskStatsInfo(Described, frozen=True):
     """One ``guest-get-diskstats`` entry."""
+
+    command = "guest-get-diskstats"
 
     name: str
     major: int
     minor: int
     stats: DiskStats
 
-    @classmethod
-    def from_json(cls, value: Any) -> DiskStatsInfo:
-        what = "guest-get-diskstats"
-        value = expect_dict(value, what)
-        return cls(
-            name=member(value, "name", str, what),
-            **int_members(value, ("major", "minor"), what, optional=False),
-            stats=DiskStats.from_json(member(value, "stats", dict, what)),
-        )
 
-
-@dataclass(frozen=True, slots=True)
-class FstrimResult:
+class FstrimResult(Described, frozen=True):
     """One path of ``guest-fstrim``: bytes ``trimmed``, or an ``error`` message."""
+
+    command = "guest-fstrim"
 
     path: str
     trimmed: int | None = None
@@ -286,66 +254,49 @@ class FstrimResult:
     error: str | None = None
 
     @classmethod
-    def from_json(cls, value: Any) -> FstrimResult:
-        what = "guest-fstrim"
-        value = expect_dict(value, what)
-        return cls(
-            path=member(value, "path", str, what),
-            **int_members(value, ("trimmed", "minimum"), what, optional=True),
-            error=member(value, "error", str, what, optional=True),
-        )
-
-    @classmethod
     def list_from_json(cls, value: Any) -> list[FstrimResult]:
         """The reply is ``{"paths": [...]}``."""
-        what = "guest-fstrim"
-        paths = member(expect_dict(value, what), "paths", list, what)
-        return [cls.from_json(p) for p in expect_list(paths, what)]
+        return FstrimResponse.from_json(value).paths
 
 
-@dataclass(frozen=True, slots=True)
-class FileRead:
+class FstrimResponse(Described, frozen=True):
+    """``guest-fstrim`` (the typed command returns ``paths``)."""
+
+    command = "guest-fstrim"
+
+    paths: list[FstrimResult]
+
+
+class FileRead(Described, frozen=True):
     """``guest-file-read``: ``data`` is decoded; ``eof`` says the end was reached."""
 
-    data: bytes
+    command = "guest-file-read"
+
+    data: bytes = msgspec.field(name="buf-b64")
     eof: bool
+    #: What the agent says it read (checked against ``data``).
+    count: int | None = None
 
-    @classmethod
-    def from_json(cls, value: Any) -> FileRead:
-        what = "guest-file-read"
-        value = expect_dict(value, what)
-        count = member(value, "count", int, what)
-        data = decode_base64(member(value, "buf-b64", str, what), what)
-        if len(data) != count:
-            raise shape_error(what, f"count says {count} bytes but buf-b64 holds {len(data)}")
-        return cls(data=data, eof=member(value, "eof", bool, what))
+    def __post_init__(self) -> None:
+        if self.count is None:
+            _set(self, "count", len(self.data))
+        elif self.count != len(self.data):
+            raise ValueError(f"count says {self.count} bytes but buf-b64 holds {len(self.data)}")
 
 
-@dataclass(frozen=True, slots=True)
-class FileWrite:
+class FileWrite(Described, frozen=True):
     """``guest-file-write``: how many bytes the agent wrote."""
+
+    command = "guest-file-write"
 
     count: int
     eof: bool
 
-    @classmethod
-    def from_json(cls, value: Any) -> FileWrite:
-        what = "guest-file-write"
-        value = expect_dict(value, what)
-        return cls(count=member(value, "count", int, what), eof=member(value, "eof", bool, what))
 
-
-@dataclass(frozen=True, slots=True)
-class FileSeek:
+class FileSeek(Described, frozen=True):
     """``guest-file-seek``: the position after seeking."""
+
+    command = "guest-file-seek"
 
     position: int
     eof: bool
-
-    @classmethod
-    def from_json(cls, value: Any) -> FileSeek:
-        what = "guest-file-seek"
-        value = expect_dict(value, what)
-        return cls(
-            position=member(value, "position", int, what), eof=member(value, "eof", bool, what)
-        )

@@ -1,28 +1,22 @@
-"""Frozen dataclasses for qemu-ga's hardware replies: network interfaces, vCPUs,
-memory blocks, CPU statistics and devices.
+"""qemu-ga's hardware replies: network interfaces, vCPUs, memory blocks, CPU
+statistics and devices, as frozen structs described once.
 
-A companion of :mod:`gagent.types` (the agent and system replies, and the
-shared parsing helpers).  Same rules: tolerant of omitted optional members,
-strict on shape.
+A companion of :mod:`gagent.types` (the agent and system replies).  Same rules:
+tolerant of omitted optional members, strict on shape.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from .types import (
-    enum_member,
-    expect_dict,
-    field_names,
-    int_members,
-    member,
-    shape_error,
-)
+import msgspec
+
+from .decoding import Described
 
 __all__ = [
     "CpuStats",
+    "DeviceId",
     "DeviceInfo",
     "InterfaceStatistics",
     "IpAddress",
@@ -41,25 +35,17 @@ class IpAddressType(enum.StrEnum):
     IPV6 = "ipv6"
 
 
-@dataclass(frozen=True, slots=True)
-class IpAddress:
-    address: str
-    type: IpAddressType
+class IpAddress(Described, frozen=True):
+    command = "guest-network-get-interfaces"
+
+    address: str = msgspec.field(name="ip-address")
+    type: IpAddressType = msgspec.field(name="ip-address-type")
     prefix: int
 
-    @classmethod
-    def from_json(cls, value: Any) -> IpAddress:
-        what = "guest-network-get-interfaces ip-addresses"
-        value = expect_dict(value, what)
-        return cls(
-            address=member(value, "ip-address", str, what),
-            type=enum_member(IpAddressType, member(value, "ip-address-type", str, what), what),
-            prefix=member(value, "prefix", int, what),
-        )
 
+class InterfaceStatistics(Described, frozen=True):
+    command = "guest-network-get-interfaces"
 
-@dataclass(frozen=True, slots=True)
-class InterfaceStatistics:
     rx_bytes: int
     rx_packets: int
     rx_errs: int
@@ -69,74 +55,39 @@ class InterfaceStatistics:
     tx_errs: int
     tx_dropped: int
 
-    @classmethod
-    def from_json(cls, value: Any) -> InterfaceStatistics:
-        what = "guest-network-get-interfaces statistics"
-        return cls(**int_members(expect_dict(value, what), field_names(cls), what, optional=False))
 
-
-@dataclass(frozen=True, slots=True)
-class NetworkInterface:
+class NetworkInterface(Described, frozen=True):
     """One ``guest-network-get-interfaces`` entry."""
+
+    command = "guest-network-get-interfaces"
 
     name: str
     hardware_address: str | None = None
     ip_addresses: tuple[IpAddress, ...] = ()
     statistics: InterfaceStatistics | None = None
 
-    @classmethod
-    def from_json(cls, value: Any) -> NetworkInterface:
-        what = "guest-network-get-interfaces"
-        value = expect_dict(value, what)
-        addresses = member(value, "ip-addresses", list, what, optional=True) or []
-        statistics = member(value, "statistics", dict, what, optional=True)
-        return cls(
-            name=member(value, "name", str, what),
-            hardware_address=member(value, "hardware-address", str, what, optional=True),
-            ip_addresses=tuple(IpAddress.from_json(a) for a in addresses),
-            statistics=None if statistics is None else InterfaceStatistics.from_json(statistics),
-        )
 
-
-@dataclass(frozen=True, slots=True)
-class VCpu:
+class VCpu(Described, frozen=True):
     """A logical processor (``guest-get-vcpus``; also the input of ``set_vcpus``)."""
+
+    command = "guest-get-vcpus"
 
     logical_id: int
     online: bool
     can_offline: bool | None = None
 
-    @classmethod
-    def from_json(cls, value: Any) -> VCpu:
-        what = "guest-get-vcpus"
-        value = expect_dict(value, what)
-        return cls(
-            logical_id=member(value, "logical-id", int, what),
-            online=member(value, "online", bool, what),
-            can_offline=member(value, "can-offline", bool, what, optional=True),
-        )
-
     def to_json(self) -> dict[str, Any]:
         return {"logical-id": self.logical_id, "online": self.online}
 
 
-@dataclass(frozen=True, slots=True)
-class MemoryBlock:
+class MemoryBlock(Described, frozen=True):
     """A memory block (``guest-get-memory-blocks``; also the input of ``set_memory_blocks``)."""
+
+    command = "guest-get-memory-blocks"
 
     phys_index: int
     online: bool
     can_offline: bool | None = None
-
-    @classmethod
-    def from_json(cls, value: Any) -> MemoryBlock:
-        what = "guest-get-memory-blocks"
-        value = expect_dict(value, what)
-        return cls(
-            phys_index=member(value, "phys-index", int, what),
-            online=member(value, "online", bool, what),
-            can_offline=member(value, "can-offline", bool, what, optional=True),
-        )
 
     def to_json(self) -> dict[str, Any]:
         return {"phys-index": self.phys_index, "online": self.online}
@@ -149,43 +100,29 @@ class MemoryBlockResponse(enum.StrEnum):
     OPERATION_FAILED = "operation-failed"
 
 
-@dataclass(frozen=True, slots=True)
-class MemoryBlockResult:
+class MemoryBlockResult(Described, frozen=True):
     """One ``guest-set-memory-blocks`` result; ``error_code`` is an errno on failure."""
+
+    command = "guest-set-memory-blocks"
 
     phys_index: int
     response: MemoryBlockResponse
     error_code: int | None = None
 
-    @classmethod
-    def from_json(cls, value: Any) -> MemoryBlockResult:
-        what = "guest-set-memory-blocks"
-        value = expect_dict(value, what)
-        return cls(
-            phys_index=member(value, "phys-index", int, what),
-            response=enum_member(MemoryBlockResponse, member(value, "response", str, what), what),
-            error_code=member(value, "error-code", int, what, optional=True),
-        )
 
-
-@dataclass(frozen=True, slots=True)
-class MemoryBlockInfo:
+class MemoryBlockInfo(Described, frozen=True):
     """``guest-get-memory-block-info``: the size of one block, in bytes."""
+
+    command = "guest-get-memory-block-info"
 
     size: int
 
-    @classmethod
-    def from_json(cls, value: Any) -> MemoryBlockInfo:
-        what = "guest-get-memory-block-info"
-        return cls(size=member(expect_dict(value, what), "size", int, what))
 
-
-_CPU_TIMES = ("cpu", "user", "nice", "system", "idle")
-
-
-@dataclass(frozen=True, slots=True)
-class CpuStats:
+class CpuStats(Described, frozen=True):
     """One CPU of ``guest-get-cpustats`` (type "linux": times in milliseconds)."""
+
+    command = "guest-get-cpustats"
+    unknown_value = {"type": "unsupported statistics type {value} (this agent is newer)"}
 
     cpu: int
     user: int
@@ -198,45 +135,48 @@ class CpuStats:
     steal: int | None = None
     guest: int | None = None
     guestnice: int | None = None
-    type: str = "linux"
-
-    @classmethod
-    def from_json(cls, value: Any) -> CpuStats:
-        what = "guest-get-cpustats"
-        value = expect_dict(value, what)
-        kind = member(value, "type", str, what)
-        if kind != "linux":
-            raise shape_error(what, f"unsupported statistics type {kind!r} (this agent is newer)")
-        return cls(
-            type=kind,
-            **int_members(value, _CPU_TIMES, what, optional=False),
-            **int_members(value, field_names(cls, skip=("type", *_CPU_TIMES)), what, optional=True),
-        )
+    type: Literal["linux"] = "linux"
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceInfo:
-    """One ``guest-get-devices`` entry (Windows guests); ``driver_date`` is ns since the epoch."""
+class DeviceId(Described, frozen=True):
+    """GuestDeviceId: how a device is identified (``type`` "pci": both ids are required)."""
+
+    command = "guest-get-devices"
+
+    type: str
+    vendor_id: int | None = None
+    device_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.type == "pci":
+            for name, value in (("vendor-id", self.vendor_id), ("device-id", self.device_id)):
+                if value is None:
+                    raise ValueError(f"member '{name}' is missing")
+
+
+class DeviceInfo(Described, frozen=True):
+    """One ``guest-get-devices`` entry (Windows guests); ``driver_date`` is ns since the epoch.
+
+    The agent's ``id`` (GuestDeviceId) is flattened into ``id_type`` and, for a
+    PCI device, its two ids."""
+
+    command = "guest-get-devices"
 
     driver_name: str
     driver_date: int | None = None
     driver_version: str | None = None
-    id_type: str | None = None
-    pci_vendor_id: int | None = None
-    pci_device_id: int | None = None
+    id_type: str | None = msgspec.field(default=None, name="gagent:id-type")
+    pci_vendor_id: int | None = msgspec.field(default=None, name="gagent:pci-vendor-id")
+    pci_device_id: int | None = msgspec.field(default=None, name="gagent:pci-device-id")
+    _id: DeviceId | None = msgspec.field(default=None, name="id")
 
-    @classmethod
-    def from_json(cls, value: Any) -> DeviceInfo:
-        what = "guest-get-devices"
-        value = expect_dict(value, what)
-        device_id = member(value, "id", dict, what, optional=True) or {}
-        id_type = member(device_id, "type", str, what, optional=True)
-        pci = id_type == "pci"
-        return cls(
-            driver_name=member(value, "driver-name", str, what),
-            driver_date=member(value, "driver-date", int, what, optional=True),
-            driver_version=member(value, "driver-version", str, what, optional=True),
-            id_type=id_type,
-            pci_vendor_id=member(device_id, "vendor-id", int, what) if pci else None,
-            pci_device_id=member(device_id, "device-id", int, what) if pci else None,
-        )
+    def __post_init__(self) -> None:
+        device = self._id
+        if device is not None:
+            pci = device.type == "pci"
+            _set(self, "id_type", device.type)
+            _set(self, "pci_vendor_id", device.vendor_id if pci else None)
+            _set(self, "pci_device_id", device.device_id if pci else None)
+
+
+_set = msgspec.structs.force_setattr

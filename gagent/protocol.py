@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
@@ -164,6 +165,7 @@ class QGAConnection:
         #: leave an unread reply in the stream.
         self.needs_sync = True
         self.command: str | None = None
+        self._decode: Callable[[bytes], Reply | ErrorReply] | None = None
         self._sync_id: int | None = None
         self._buffer = bytearray()
         self._scan_from = 0  # where the newline search resumes (keeps big replies O(n))
@@ -174,8 +176,19 @@ class QGAConnection:
 
     # ------------------------------------------------------------------ sending
 
-    def send_command(self, name: str, arguments: dict[str, Any] | None = None) -> bytes:
-        """Start a command; returns the bytes to write."""
+    def send_command(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        decode: Callable[[bytes], Reply | ErrorReply] | None = None,
+    ) -> bytes:
+        """Start a command; returns the bytes to write.
+
+        ``decode``, when given, turns the reply line's bytes into the Reply or
+        ErrorReply event in one pass (a typed reply: :class:`gagent.decoding.ReplyDecoder`),
+        raising ProtocolError for a reply of the wrong shape; by default the line
+        is parsed as plain JSON.
+        """
         self._require_idle(name)
         if self._buffer:
             # Bytes nobody asked for are pending: they belong to an earlier
@@ -188,6 +201,7 @@ class QGAConnection:
             )
         data = encode_command(name, arguments)
         self.command = name
+        self._decode = decode
         self.state = State.AWAIT_REPLY
         floor = REPLY_SIZE_FLOORS.get(name)
         self._reply_limit = (
@@ -383,7 +397,13 @@ class QGAConnection:
             if not line.strip():
                 continue
             command = self.command
+            decode = self._decode
             self._fail()
+            if decode is not None:
+                event = decode(line)
+                if type(event) is Reply:
+                    self.needs_sync = bool(self._buffer)
+                return event
             value = _parse_object(line, command)
             if "return" in value:
                 # Extra bytes already here were not asked for: resync next time.

@@ -38,7 +38,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -63,6 +63,7 @@ from .protocol import (
 )
 
 if TYPE_CHECKING:
+    from .decoding import ReplyDecoder
     from .freeze import FreezeRecord
 
 __all__ = [
@@ -149,10 +150,26 @@ class BlockingAgent(AgentCommands):
         await resync(self._conn, self._send, self._next_event, self._random, self.name)
 
     async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        return await self._exchange(command, arguments, None)
+
+    async def execute_decoded(
+        self, command: str, arguments: dict[str, Any] | None, decoder: ReplyDecoder
+    ) -> Any:
+        """:meth:`execute`, the reply line decoded by ``decoder`` straight from its bytes."""
+        return await self._exchange(command, arguments, decoder)
+
+    async def _exchange(
+        self,
+        command: str,
+        arguments: dict[str, Any] | None,
+        decode: Callable[[bytes], Reply | ErrorReply] | None,
+    ) -> Any:
         conn = self._conn
         if conn.needs_sync:
             await self.sync()
-        data = conn.send_command(command, arguments)
+        if command in NO_REPLY_COMMANDS:
+            decode = None
+        data = conn.send_command(command, arguments, decode)
         try:
             await self._send(data, command)
             if command in NO_REPLY_COMMANDS:
@@ -319,9 +336,10 @@ def _blocking(name: str, method: Any) -> Any:
     return call
 
 
-for _name, _method in vars(AgentCommands).items():
-    if not _name.startswith("_") and inspect.iscoroutinefunction(_method):
-        setattr(SyncAgent, _name, _blocking(_name, _method))
+for _class in reversed(AgentCommands.__mro__):  # its own methods and those it inherits
+    for _name, _method in vars(_class).items():
+        if not _name.startswith("_") and inspect.iscoroutinefunction(_method):
+            setattr(SyncAgent, _name, _blocking(_name, _method))
 
 
 @contextmanager

@@ -279,12 +279,18 @@ def recording(agent: Agent) -> list[str]:
     """The names of the commands ``agent`` sends from now on (the real ones go out)."""
     sent: list[str] = []
     execute = agent.execute
+    execute_decoded = agent.execute_decoded
 
     async def execute_and_record(command: str, arguments: Any = None) -> Any:
         sent.append(command)
         return await execute(command, arguments)
 
+    async def execute_decoded_and_record(command: str, arguments: Any, decoder: Any) -> Any:
+        sent.append(command)
+        return await execute_decoded(command, arguments, decoder)
+
     agent.execute = execute_and_record  # type: ignore[method-assign]
+    agent.execute_decoded = execute_decoded_and_record  # type: ignore[method-assign]
     return sent
 
 

@@ -5,7 +5,6 @@ host (every typed command compared with the async API) and a scripted fake agent
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 import json
 import socket
@@ -15,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 from fakeagent import Fail, FakeAgent, Silence, fake_unix_socket
@@ -25,6 +25,7 @@ import gagent.sync_freeze
 from gagent.commands import AgentCommands
 from gagent.errors import AgentError, AgentUnavailable, GagentError
 from gagent.localagent import BLOCKED_RPCS, local_qemu_ga
+from gagent.replies import decoder_for
 
 EXTRA_BLOCKED = ("guest-fsfreeze-thaw",)
 
@@ -37,6 +38,8 @@ def plan(path: Path) -> list[tuple[str, tuple[Any, ...]]]:
     return [
         ("execute", ("guest-get-host-name",)),
         ("call", ("guest-get-timezone",)),
+        ("call_typed", ("guest-get-timezone",)),
+        ("execute_decoded", ("guest-get-osinfo", None, decoder_for("guest-get-osinfo"))),
         ("require", ("guest-get-osinfo",)),
         ("freeze_state", ()),
         ("ensure_thawed", ()),
@@ -92,16 +95,17 @@ def comparable(name: str, outcome: tuple[str, Any]) -> Any:
     if name == "cpustats" or name == "diskstats":
         return kind, [type(v) for v in value]  # counters
     if name == "fsinfo":
-        return kind, [dataclasses.replace(v, used_bytes=None) for v in value]
+        return kind, [msgspec.structs.replace(v, used_bytes=None) for v in value]
     if name == "network_interfaces":
-        return kind, [dataclasses.replace(v, statistics=None) for v in value]
+        return kind, [msgspec.structs.replace(v, statistics=None) for v in value]
     return outcome
 
 
 def typed_commands() -> set[str]:
     return {
         name
-        for name, member in vars(AgentCommands).items()
+        for cls in AgentCommands.__mro__
+        for name, member in vars(cls).items()
         if not name.startswith("_") and inspect.iscoroutinefunction(member)
     }
 

@@ -591,14 +591,14 @@ async def test_default_chunks_fit_the_routes_bound_on_one_request(agent, tmp_pat
     guest-file-write request sent, JSON and all, is within the bound."""
     agent.max_request_size = 64 * 1024
     sizes: list[int] = []
-    execute = agent.execute
+    execute_decoded = agent.execute_decoded  # the typed commands' way out
 
-    async def measured(command: str, arguments: dict[str, Any] | None = None) -> Any:
+    async def measured(command: str, arguments: dict[str, Any] | None, decoder: Any) -> Any:
         if command == "guest-file-write":
             sizes.append(len(encode_command(command, arguments)))
-        return await execute(command, arguments)
+        return await execute_decoded(command, arguments, decoder)
 
-    agent.execute = measured
+    agent.execute_decoded = measured
     data = os.urandom(500_000)
     source, guest = tmp_path / "s", tmp_path / "g"
     source.write_bytes(data)
