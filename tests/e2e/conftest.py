@@ -55,8 +55,10 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
@@ -66,7 +68,7 @@ from pathlib import Path
 import libvirt
 import pytest
 import trio
-from guest_health import repair, wait_serving
+from guest_health import SERVING_BOUND, repair, wait_serving
 from harness.image.boot import AgentConnection, AgentTimeout, domain_xml
 from harness.image.build import BuildError, GuestImage, build_image, repo_python_trees
 from harness.image.systemd_image import SystemdImage, build_systemd_image, root_overlay
@@ -498,8 +500,9 @@ def _shared_guest_left_serving(request) -> Iterator[None]:
         yield
         return
     domain = request.getfixturevalue("main_domain")
+    daemon = request.getfixturevalue("libvirt_daemon")
     yield
-    found = wait_serving(domain)
+    found = _within(SERVING_BOUND * 2, lambda: wait_serving(domain), daemon)
     if found:
         outcome = repair(domain, found, reboot=lambda: start_and_wait(domain))
         record(f"guest_repaired_after[{request.node.name}]", outcome)
@@ -507,6 +510,23 @@ def _shared_guest_left_serving(request) -> Iterator[None]:
             f"this test left the shared guest not serving its agents: {found}; {outcome}\n"
             f"{domain.tails()}"
         )
+
+
+def _within(seconds: float, check: Callable[[], dict[str, str]], daemon: LibvirtDaemon):
+    """``check()``, which talks to libvirtd through blocking libvirt calls, in a thread
+    given ``seconds``.  If libvirtd stops answering the test process (it cannot be
+    interrupted in a libvirt call), the run ends here with what the daemon was doing,
+    and the daemon is killed so nothing else waits on it: never a silent hang."""
+    box: list = []
+    worker = threading.Thread(target=lambda: box.append(check()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if box:
+        return box[0]
+    evidence = daemon.diagnosis()
+    with contextlib.suppress(OSError):
+        os.kill(daemon.supervisor_pid or daemon.pid, signal.SIGKILL)
+    pytest.exit(f"e2e: libvirtd did not answer the health check in {seconds:.0f}s\n{evidence}", 3)
 
 
 _serial = itertools.count(1)

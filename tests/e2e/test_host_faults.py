@@ -16,6 +16,7 @@ message, and that the guest ends thawed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -101,11 +102,8 @@ async def test_a_signal_in_the_freeze_window_leaves_the_guest_thawed(systemd_dom
 @pytest.fixture
 def stopped_libvirtd(libvirt_daemon):
     """The test libvirtd, SIGSTOPped for the test (and always continued afterwards)."""
-    os.kill(libvirt_daemon.pid, signal.SIGSTOP)
-    try:
+    with libvirt_daemon.stopped():
         yield libvirt_daemon
-    finally:
-        os.kill(libvirt_daemon.pid, signal.SIGCONT)
 
 
 @pytest.mark.parametrize(
@@ -136,13 +134,10 @@ async def test_emergency_thaw_goes_around_a_hung_libvirtd(
         async with open_agent(sock) as agent:
             assert await agent.fsfreeze_freeze() >= 1
     try:
-        os.kill(libvirt_daemon.pid, signal.SIGSTOP)
-        try:
+        with libvirt_daemon.stopped():
             code, out, err, took = await trio.to_thread.run_sync(
                 lambda: gagent("thaw", uuid, "-c", main_domain.uri, "--timeout", "4")
             )
-        finally:
-            os.kill(libvirt_daemon.pid, signal.SIGCONT)
         assert code == 0, (out, err)
         assert "QEMU pid" in out and "libvirt did not answer within 2s" in out, out
         assert "thawed" in out and "confirmed" in out, out
@@ -178,7 +173,7 @@ async def test_sigterm_while_libvirts_snapshot_call_hangs_thaws_at_once(
     proc = await trio.to_thread.run_sync(
         lambda: subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     )
-    stopped = False
+    libvirtd_held = contextlib.ExitStack()
     try:
         # once the hook runs, gagent has read the domain and sent the freeze: from now on
         # libvirtd is only needed for the snapshot call itself, which will hang
@@ -189,8 +184,7 @@ async def test_sigterm_while_libvirts_snapshot_call_hangs_thaws_at_once(
                     if "freeze" in hook_log.stdout.decode():
                         break
                     await trio.sleep(0.1)
-        os.kill(libvirt_daemon.pid, signal.SIGSTOP)
-        stopped = True
+        libvirtd_held.enter_context(libvirt_daemon.stopped())
         await trio.sleep(3 + 2)  # the hook's sleep, then the freeze holds for libvirt's call
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -208,8 +202,7 @@ async def test_sigterm_while_libvirts_snapshot_call_hangs_thaws_at_once(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        if stopped:
-            os.kill(libvirt_daemon.pid, signal.SIGCONT)
+        libvirtd_held.close()
         with trio.fail_after(60):
             async with open_agent(sock) as agent:
                 if await agent.fsfreeze_status() is FsfreezeStatus.FROZEN:

@@ -111,6 +111,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -507,6 +508,34 @@ class LibvirtDaemon:
         root = self.supervisor_pid or self.pid
         own = [(root, (_proc_stat(root) or ("?",))[0])] if _alive(root) else []
         return own + _descendants(root)
+
+    @contextlib.contextmanager
+    def stopped(self, most: float = 90.0) -> Iterator[None]:
+        """libvirtd SIGSTOPped (a hung daemon) for the block, SIGCONTed after it, and
+        after ``most`` seconds whatever the block is doing: a test that hangs while
+        the daemon is stopped must not take the daemon, and the whole run, with it."""
+        watchdog = threading.Timer(most, _kill, (self.pid, signal.SIGCONT, _start_time(self.pid)))
+        watchdog.daemon = True
+        os.kill(self.pid, signal.SIGSTOP)
+        watchdog.start()
+        try:
+            yield
+        finally:
+            watchdog.cancel()
+            os.kill(self.pid, signal.SIGCONT)
+
+    def diagnosis(self) -> str:
+        """What each process of the daemon is doing (state, kernel wait channel), and the
+        tails of its logs: the evidence when libvirtd stops answering."""
+        lines = []
+        for pid, comm in self.processes():
+            st = _proc_stat(pid)
+            try:
+                wchan = Path(f"/proc/{pid}/wchan").read_text().strip() or "-"
+            except OSError:
+                wchan = "?"
+            lines.append(f"{pid} {comm} state={st[1] if st else 'gone'} wchan={wchan}")
+        return "\n".join(lines) + "\n" + _tails(self.workdir)
 
     def wait_ready(self, timeout: float = 60.0) -> float:
         """Block until a client connection succeeds; return seconds waited."""
