@@ -18,7 +18,6 @@ a late reply to the abandoned command is never taken for the next one's.
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ import trio
 
 from .commands import AgentCommands
 from .errors import AgentTarget, ConnectionLost, ProtocolError, error_from_reply
-from .exchange import connect_error, resync
+from .exchange import SYNC_IDS, connect_error, resync
 from .protocol import (
     DEFAULT_MAX_REPLY_SIZE,
     NEED_DATA,
@@ -69,7 +68,7 @@ class Agent(AgentCommands):
         self.name = name or "agent"
         self._conn = QGAConnection(max_reply_size=max_reply_size)
         self._lock = trio.Lock()
-        self._random = random.Random()
+        self._random = SYNC_IDS
 
     @property
     def max_reply_size(self) -> int:

@@ -21,13 +21,19 @@ from collections.abc import Awaitable, Callable
 from .errors import AgentUnavailable, ProtocolError
 from .protocol import ErrorReply, QGAConnection, Reply, SyncReply
 
-__all__ = ["SYNC_ATTEMPTS", "connect_error", "resync"]
+__all__ = ["SYNC_ATTEMPTS", "SYNC_IDS", "connect_error", "resync"]
 
 #: Syncs in a row that may be followed by unrequested data before giving up
 #: (a peer that never stops talking must not make us loop forever).
 SYNC_ATTEMPTS = 3
 
 SYNC = "guest-sync-delimited"
+
+#: Where sync ids come from, for every connection of the process: seeding a
+#: generator of its own reads 2.5 KB of urandom, a tenth of a cold connect's
+#: CPU time in a fan-out (bench/fanout.py), and ids need only differ from the
+#: stale replies still in one stream, not be secret.
+SYNC_IDS = random.Random()
 
 
 async def resync(

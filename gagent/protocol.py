@@ -230,7 +230,8 @@ class QGAConnection:
         self._clear_buffer()
         if pending:
             self.receive_data(pending)
-        return SENTINEL + encode_command("guest-sync-delimited", {"id": sync_id})
+        # encode_command's bytes, without json.dumps (on every connect).
+        return b'\xff{"execute":"guest-sync-delimited","arguments":{"id":%d}}\n' % sync_id
 
     def command_done_without_reply(self) -> None:
         """Close a no-reply command (guest-shutdown, guest-suspend-*) that got none.

@@ -34,7 +34,6 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-import random
 import socket
 import threading
 import time
@@ -50,7 +49,7 @@ from .errors import (
     ProtocolError,
     error_from_reply,
 )
-from .exchange import connect_error, resync
+from .exchange import SYNC_IDS, connect_error, resync
 from .protocol import (
     DEFAULT_MAX_REPLY_SIZE,
     NEED_DATA,
@@ -136,7 +135,7 @@ class BlockingAgent(AgentCommands):
         #: The socket's path, when there is one to connect to again (:meth:`reopen`).
         self.path: str | None = None
         self._conn = QGAConnection(max_reply_size=max_reply_size)
-        self._random = random.Random()
+        self._random = SYNC_IDS
 
     @property
     def max_reply_size(self) -> int:
