@@ -53,6 +53,7 @@ from .errors import (
     GuestFrozen,
     GuestIsFrozen,
 )
+from .fsfreeze_state import FsfreezeStatus
 from .replies import decoder_for
 
 if TYPE_CHECKING:
@@ -61,7 +62,6 @@ if TYPE_CHECKING:
         DiskInfo,
         DiskStatsInfo,
         FilesystemInfo,
-        FsfreezeStatus,
         FstrimResult,
     )
     from .hw_types import (
@@ -173,7 +173,7 @@ class AgentCommands(GuestIOCommands):
         if entry.enabled:
             return
         if _freeze_would_explain(info):
-            if await self.freeze_state() == "frozen":
+            if await self.freeze_state() is FsfreezeStatus.FROZEN:
                 raise self.frozen_error(command)
             if cached:  # thawed since guest-info was read: ask again
                 self.forget_info()
@@ -191,13 +191,13 @@ class AgentCommands(GuestIOCommands):
         (no guest-fsfreeze-status, or disabled).  Unlike :meth:`fsfreeze_status` it
         leaves :attr:`frozen` (the guard of this client's own freeze) alone."""
         try:
-            return await self.call_typed("guest-fsfreeze-status")
+            return FsfreezeStatus.from_json(await self.call("guest-fsfreeze-status"))
         except (CommandNotFound, CommandDisabled):
             return None
 
     async def ensure_thawed(self, command: str = "guest-ping") -> None:
         """Raise GuestIsFrozen (``answered``: ``command`` ran) if the guest is frozen."""
-        if await self.freeze_state() == "frozen":
+        if await self.freeze_state() is FsfreezeStatus.FROZEN:
             raise self.frozen_error(command, answered=True)
 
     def frozen_error(
@@ -304,8 +304,8 @@ class AgentCommands(GuestIOCommands):
 
     async def fsfreeze_status(self) -> FsfreezeStatus:
         """The agent's freeze state; :attr:`frozen` follows it."""
-        status = await self.call_typed("guest-fsfreeze-status")
-        frozen = status == "frozen"
+        status = FsfreezeStatus.from_json(await self.call("guest-fsfreeze-status"))
+        frozen = status is FsfreezeStatus.FROZEN
         if frozen != self.frozen:
             self.frozen = frozen
             self.forget_info()

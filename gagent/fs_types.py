@@ -11,7 +11,8 @@ from typing import Any
 
 import msgspec
 
-from .decoding import Described, convert
+from .decoding import Described
+from .fsfreeze_state import FsfreezeStatus
 
 __all__ = [
     "CcwAddress",
@@ -33,20 +34,6 @@ __all__ = [
 ]
 
 _set = msgspec.structs.force_setattr
-
-
-class FsfreezeStatus(enum.StrEnum):
-    THAWED = "thawed"
-    FROZEN = "frozen"
-
-    @classmethod
-    def from_json(cls, value: Any) -> FsfreezeStatus:
-        if type(value) is str and value in _FREEZE_STATES:
-            return _FREEZE_STATES[value]
-        return convert(value, cls, "guest-fsfreeze-status")
-
-
-_FREEZE_STATES = {s.value: s for s in FsfreezeStatus}
 
 
 class SeekWhence(enum.StrEnum):

@@ -36,7 +36,7 @@ REPLY_TYPES: dict[str, tuple[str, str, str, str | None]] = {
     "guest-get-disks": ("fs_types", "DiskInfo", "list", None),
     "guest-get-diskstats": ("fs_types", "DiskStatsInfo", "list", None),
     "guest-fstrim": ("fs_types", "FstrimResponse", "one", "paths"),
-    "guest-fsfreeze-status": ("fs_types", "FsfreezeStatus", "one", None),
+    "guest-fsfreeze-status": ("fsfreeze_state", "FsfreezeStatus", "one", None),
     "guest-file-read": ("fs_types", "FileRead", "one", None),
     "guest-file-write": ("fs_types", "FileWrite", "one", None),
     "guest-file-seek": ("fs_types", "FileSeek", "one", None),

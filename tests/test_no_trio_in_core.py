@@ -3,7 +3,8 @@
 * the sans-IO core (gagent.protocol, gagent.errors) never imports trio;
 * nothing in the core package (gagent/, but not gagent.host / gagent.guest,
   which live in the repository's host/ and guest/ folders) imports libvirt or lxml;
-* the guest helper (guest/) imports neither trio, libvirt, lxml nor host code.
+* the guest helper (guest/) imports neither trio, libvirt, lxml, msgspec (the host's
+  reply decoding) nor host code.
 
 Imports are checked in a fresh interpreter (sys.modules) and by an AST scan
 of the files (import statements, ``importlib.import_module("x")`` and
@@ -91,6 +92,7 @@ def _loaded_by(modules: list[str], *, bypass_init: bool, tmp_path: Path) -> set[
 def test_sans_io_modules_themselves_import_no_trio(tmp_path: Path) -> None:
     loaded = _loaded_by(["gagent.errors", "gagent.protocol"], bypass_init=True, tmp_path=tmp_path)
     assert not loaded & HEAVY, sorted(loaded & HEAVY)
+    assert "msgspec" not in loaded  # typed decoders are handed in, not imported
 
 
 def test_the_check_does_see_trio(tmp_path: Path) -> None:
@@ -217,7 +219,7 @@ def test_sans_io_files_import_no_io_framework(path: Path) -> None:
     assert not bad
 
 
-GUEST_FORBIDDEN = {"trio", "libvirt", "libvirt_qemu", "lxml", "host", "gagent.host"}
+GUEST_FORBIDDEN = {"trio", "libvirt", "libvirt_qemu", "lxml", "host", "gagent.host", "msgspec"}
 
 
 def _transitive(names: set[str], seen: set[str] | None = None) -> set[str]:
