@@ -62,7 +62,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_CONNECTION: "connection lost or protocol violation",
     EXIT_HOST: "libvirt/host error (e.g. no such domain)",
     EXIT_THAW_UNCONFIRMED: "a thaw could not be confirmed: the guest may still be frozen",
-    10: "migrate-check/migrate: a check failed",
+    10: "a check failed: migrate-check/migrate, or fsfreeze check (a freeze would not work)",
     11: "migrate-check/migrate: warnings not accepted",
     12: "migrate: the migration itself failed",
     EXIT_GUEST_FROZEN: "the guest is frozen: its agent refuses commands until thawed",
@@ -91,6 +91,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "demo:demo",
         "Show gagent on embedded defaults: a local qemu-ga (dangerous RPCs blocked) and "
         "libvirt's built-in test:///default.",
+    ),
+    "exporter": (
+        "exporter:exporter",
+        "Serve guest state to Prometheus, collected from the agents in the background.",
     ),
     "fsfreeze": (
         "freeze:fsfreeze_group",
