@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from gagent.localagent import local_qemu_ga
@@ -12,3 +14,10 @@ def qemu_ga(tmp_path):
     """A real qemu-ga on this host (unix-listen, dangerous RPCs blocked), stopped by PID."""
     with local_qemu_ga(tmp_path) as agent:
         yield agent
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_state_dir(tmp_path_factory):
+    """gagent's state (snapshot consistency records) goes to a directory of the run's own,
+    never to the machine's /var/lib/gagent (gagent commands run in subprocesses too)."""
+    os.environ["GAGENT_STATE_DIR"] = str(tmp_path_factory.mktemp("gagent-state"))
