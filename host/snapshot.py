@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +51,7 @@ from gagent.freeze import (
 
 from .channel import GAGENT_CHANNEL
 from .domxml import parse_domain, parse_xml
-from .reach import Transport
+from .reach import AgentRoute, Transport
 from .session import DomainSession, open_domain
 from .virt import Domain, Hypervisor
 
@@ -302,6 +302,7 @@ async def snapshot(
 
 
 Notify = Callable[[str], None]
+Prepare = Callable[[AgentCommands, AgentRoute], Awaitable[None]]
 
 
 def _log_notice(message: str) -> None:
@@ -363,9 +364,11 @@ async def snapshot_session(
     session: DomainSession, name: str, *, quiesce: bool = True,
     libvirt_quiesce: bool = False, thaw_on_connect: bool = True,
     transport: Transport | str = Transport.AUTO, channel_name: str = GAGENT_CHANNEL,
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, **options: Any,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, prepare: Prepare | None = None,
+    **options: Any,
 ) -> SnapshotResult:  # fmt: skip
-    """:func:`take_snapshot` on an open session (its advice names the session's URI)."""
+    """:func:`take_snapshot` on an open session (its advice names the session's URI);
+    ``prepare(agent, route)`` runs on the agent before the freeze (a preflight)."""
     domain = session.domain
     options.setdefault("delete_command", session.command("snapshot", "delete", options=(name,)))
     if not quiesce or not session.state.is_active:
@@ -394,6 +397,8 @@ async def snapshot_session(
                 f"within {connect_timeout:g}s",
                 hint="is qemu-ga running in the guest?",
             ) from None
+        if prepare is not None:
+            await prepare(agent, route)
         try:
             if route.transport is Transport.SOCKET:
                 options.setdefault("reconnect", session.reconnect_for(route))

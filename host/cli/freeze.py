@@ -122,8 +122,11 @@ def fsfreeze_freeze(domain: str, mountpoints: tuple[str, ...], allow_nothing_fro
     """
     from gagent.freeze import freeze
 
+    from .preflight import before_freeze
+
     async def run() -> Any:
         async with _domain_agent(connect, domain, transport) as (session, agent, _):
+            await before_freeze(session, agent, transport, list(mountpoints))
             record = await freeze(
                 agent, list(mountpoints) or None, freeze_timeout=freeze_timeout,
                 thaw_timeout=thaw_timeout, allow_nothing_frozen=allow_nothing_frozen,
@@ -214,6 +217,15 @@ def snapshot_group() -> None:
     "--no-thaw-on-connect", is_flag=True, help="Do not thaw a guest found frozen by an earlier run."
 )
 @click.option("--description", default="", help="Stored with the snapshot.")
+@click.option(
+    "--consistency",
+    "policy",
+    type=click.Choice(["require", "prefer", "crash"]),
+    default="require",
+    show_default=True,
+    help="require: a freeze or no snapshot; prefer: crash-consistent if the freeze fails; "
+    "crash: no freeze (as --no-quiesce).",
+)
 @mountpoint_option
 @allow_nothing_option
 @freeze_timeout_option
@@ -231,7 +243,8 @@ def snapshot_group() -> None:
 @json_option
 def snapshot_create(domain: str, name: str, disks: tuple[str, ...], no_quiesce: bool,
                     libvirt_quiesce: bool, no_metadata: bool, no_thaw_on_connect: bool,
-                    description: str, mountpoints: tuple[str, ...], allow_nothing_frozen: bool,
+                    description: str, policy: str, mountpoints: tuple[str, ...],
+                    allow_nothing_frozen: bool,
                     freeze_timeout: float, thaw_timeout: float, snapshot_timeout: float,
                     connect: str | None, transport: str, timeout: float,
                     as_json: bool) -> None:  # fmt: skip
@@ -241,21 +254,24 @@ def snapshot_create(domain: str, name: str, disks: tuple[str, ...], no_quiesce: 
     snapshot, it thaws at once and says whether libvirt may still finish one.
     """
     from gagent.host.session import open_domain
-    from gagent.host.snapshot import snapshot_session
+    from gagent.host.snapshot_policy import create_snapshot
+
+    def warn(line: str) -> None:
+        say(f"gagent: warning: {line}")
 
     async def run() -> Any:
         async with open_domain(domain, uri=connect) as session:
-            return await snapshot_session(
-                session, name, disks=list(disks) or None, quiesce=not no_quiesce,
+            return await create_snapshot(
+                session, name, policy="crash" if no_quiesce else policy, disks=list(disks) or None,
                 libvirt_quiesce=libvirt_quiesce, no_metadata=no_metadata,
                 thaw_on_connect=not no_thaw_on_connect, transport=transport,
                 mountpoints=list(mountpoints) or None,
                 allow_nothing_frozen=allow_nothing_frozen, freeze_timeout=freeze_timeout,
                 thaw_timeout=thaw_timeout, snapshot_timeout=snapshot_timeout,
-                description=description, notify=lambda line: say(f"gagent: warning: {line}"),
+                description=description, notify=warn, warn=warn,
             )  # fmt: skip
 
-    result = _run(run, domain, timeout)
+    result, record = _run(run, domain, timeout)
     value = {
         "domain": result.domain, "name": result.name, "method": result.method,
         "consistency": result.consistency, "metadata": result.metadata, "disks": result.disks,
@@ -265,7 +281,7 @@ def snapshot_create(domain: str, name: str, disks: tuple[str, ...], no_quiesce: 
             "window_ms": result.freeze.window_ms, "thaw_ms": result.freeze.thaw_ms,
             "warnings": result.freeze.warnings,
         },
-        "thawed_on_connect": result.thawed_on_connect,
+        "thawed_on_connect": result.thawed_on_connect, "record": record.to_json(),
     }  # fmt: skip
     Output(as_json).emit(value, lambda _: result.describe())
 
@@ -277,19 +293,21 @@ def snapshot_create(domain: str, name: str, disks: tuple[str, ...], no_quiesce: 
 @json_option
 def snapshot_list(domain: str, connect: str | None, timeout: float, as_json: bool) -> None:
     """DOMAIN's snapshots that libvirt keeps (not those made with --no-metadata)."""
-    from gagent.host.snapshot import list_snapshots
+    from .preflight import snapshots_with_records
 
-    found = _run(lambda: _with_domain(connect, domain, list_snapshots), domain, timeout)
+    found = _run(lambda: _with_domain(connect, domain, snapshots_with_records), domain, timeout)
 
     def human(value: Any) -> str:
         if not value:
             return "(no snapshots)"
         rows = (
-            (s.name, _when(s.created), s.state, "*" if s.current else "",
-             " ".join(f"{d.target}={d.overlay}" for d in s.disks) or "-")
+            (s["name"], _when(s["created"]), s["state"], "*" if s["current"] else "",
+             s["consistency"], " ".join(f"{d['target']}={d['overlay']}" for d in s["disks"]) or "-")
             for s in value
         )  # fmt: skip
-        return format_table(["name", "created", "state", "current", "overlays"], rows)
+        return format_table(
+            ["name", "created", "state", "current", "consistency", "overlays"], rows
+        )
 
     Output(as_json).emit(found, human)
 
@@ -308,11 +326,11 @@ def snapshot_delete(
     domain: str, name: str, metadata_only: bool, connect: str | None, timeout: float
 ) -> None:
     """Delete snapshot NAME; libvirt >= 9.0 merges external overlays back (blockcommit)."""
-    from gagent.host.snapshot import delete_snapshot
+    from .preflight import delete_with_record
 
     message = _run(
         lambda: _with_domain(
-            connect, domain, lambda dom: delete_snapshot(dom, name, metadata_only=metadata_only)
+            connect, domain, lambda dom: delete_with_record(dom, name, metadata_only=metadata_only)
         ),
         domain,
         timeout,
@@ -385,3 +403,6 @@ def thaw_command(domain: str, thaw_timeout: float, connect: str | None, channel:
             domain, failed[0].retry, [f"{r.route}: {r.error}" for r in failed],
             FreezeRecord(domain=domain),
         )  # fmt: skip
+
+
+from . import preflight as _preflight  # noqa: E402, F401  (registers 'fsfreeze check')
