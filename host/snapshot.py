@@ -17,7 +17,7 @@ A shut-off domain gets an ``offline`` snapshot (its disks are at rest).
 Snapshots are external: each chosen disk gets a new qcow2 overlay (libvirt
 names it after the snapshot next to the old image, unless ``vda=/path`` says
 where) and the old image becomes its read-only backing file.  Deleting one
-(:func:`delete_snapshot`) asks libvirt, which since 9.0 merges the overlay back
+(:mod:`gagent.host.snapshot_list`) asks libvirt, which since 9.0 merges the overlay back
 (blockcommit and pivot of the running domain) and removes it; older libvirt
 refuses, and ``metadata_only`` then forgets the snapshot but leaves the chain
 as it is (merge by hand: ``virsh blockcommit DOMAIN vda --active --pivot``).
@@ -31,7 +31,7 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -56,9 +56,8 @@ from .session import DomainSession, open_domain
 from .virt import Domain, Hypervisor
 
 __all__ = [
-    "Disk", "SnapshotDisk", "SnapshotInfo", "SnapshotMethod", "SnapshotResult", "SnapshotTimeout",
-    "delete_snapshot", "domain_disks", "list_snapshots",
-    "snapshot", "snapshot_xml", "take_snapshot",
+    "Disk", "SnapshotDisk", "SnapshotMethod", "SnapshotResult", "SnapshotTimeout",
+    "domain_disks", "snapshot", "snapshot_session", "snapshot_xml", "take_snapshot",
 ]  # fmt: skip
 
 logger = logging.getLogger("gagent.snapshot")
@@ -163,13 +162,6 @@ def domain_disks(domain_xml: str) -> list[Disk]:
         for d in parse_domain(domain_xml).disks
         if d.target != "?"
     ]
-
-
-def _source_of(el: etree._Element | None) -> str | None:
-    source = None if el is None else el.find("source")
-    if source is None:
-        return None
-    return source.get("file") or source.get("dev") or source.get("name")
 
 
 def snapshot_xml(
@@ -426,52 +418,3 @@ async def _if_domain_stopped(session: DomainSession, error: ThawUnconfirmed) -> 
                 code=getattr(cause, "code", None),
             )
     return error
-
-
-# ------------------------------------------------------------ list, delete
-
-
-@dataclass(frozen=True)
-class SnapshotInfo:
-    name: str
-    created: int | None  # seconds since the epoch
-    state: str
-    current: bool
-    description: str
-    disks: list[SnapshotDisk] = field(default_factory=list)
-
-
-async def list_snapshots(domain: Domain) -> list[SnapshotInfo]:
-    """Snapshots libvirt keeps metadata for, oldest first."""
-    found = []
-    for name, xml, current in await domain.list_snapshots():
-        root = parse_xml(xml, root_tag="domainsnapshot")
-        created = root.findtext("creationTime")
-        disks = [
-            SnapshotDisk(d.get("name", ""), _source_of(d), None)
-            for d in root.iterfind("disks/disk")
-            if d.get("snapshot") == "external"
-        ]
-        when = int(created) if created and created.isdigit() else None
-        state, about = root.findtext("state") or "", root.findtext("description") or ""
-        found.append(SnapshotInfo(name, when, state, current, about, disks))
-    return sorted(found, key=lambda s: (s.created or 0, s.name))
-
-
-async def delete_snapshot(domain: Domain, name: str, *, metadata_only: bool = False) -> str:
-    """Delete one snapshot (see the module doc for what libvirt supports); returns a message."""
-    try:
-        await domain.delete_snapshot(name, metadata_only=metadata_only)
-    except HostError as exc:
-        if metadata_only or "external" not in str(exc):
-            raise
-        raise HostError(
-            f"{exc}; this libvirt cannot merge external snapshots: forget it with "
-            f"--metadata-only, then merge by hand (virsh blockcommit {domain.name} DISK "
-            "--active --pivot)",
-            code=exc.code,
-            libvirt_message=exc.libvirt_message,
-        ) from None
-    if metadata_only:
-        return f"forgot snapshot {name} of {domain.name} (its overlay files stay in use)"
-    return f"deleted snapshot {name} of {domain.name} (overlays merged back by libvirt)"

@@ -112,7 +112,7 @@ async def snapshots_with_records(domain: Any) -> list[dict[str, Any]]:
     """libvirt's snapshots of ``domain`` with gagent's consistency record of each, then
     the recorded ones libvirt keeps no metadata of (--no-metadata), oldest first."""
     from gagent.host.consistency import load_records
-    from gagent.host.snapshot import list_snapshots
+    from gagent.host.snapshot_list import list_snapshots
 
     records = load_records(domain.uuid)
     rows = []
@@ -140,7 +140,7 @@ def _row(name: str, created: int | None, state: str, current: bool, description:
 
 async def delete_with_record(domain: Any, name: str, *, metadata_only: bool) -> str:
     from gagent.host.consistency import delete_record
-    from gagent.host.snapshot import delete_snapshot
+    from gagent.host.snapshot_list import delete_snapshot
 
     message = await delete_snapshot(domain, name, metadata_only=metadata_only)
     delete_record(domain.uuid, name)

@@ -23,13 +23,12 @@ from gagent.host.channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
 from gagent.host.snapshot import (
     SnapshotMethod,
     SnapshotTimeout,
-    delete_snapshot,
     domain_disks,
-    list_snapshots,
     snapshot,
     snapshot_xml,
     take_snapshot,
 )
+from gagent.host.snapshot_list import delete_snapshot, list_snapshots
 from gagent.host.thaw import emergency_thaw
 from gagent.host.virt import DomainState
 
