@@ -37,6 +37,7 @@ from .protocol import (
     Reply,
     SyncReply,
 )
+from .replies import untyped_decoder
 
 if TYPE_CHECKING:
     from .decoding import ReplyDecoder
@@ -95,7 +96,7 @@ class Agent(AgentCommands):
         if command in NO_REPLY_COMMANDS:
             await self.execute_no_reply(command, arguments)
             return None
-        return await self._exchange(command, arguments, None)
+        return await self._exchange(command, arguments, untyped_decoder(command))
 
     async def execute_decoded(
         self, command: str, arguments: dict[str, Any] | None, decoder: ReplyDecoder

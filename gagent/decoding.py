@@ -117,7 +117,7 @@ class ReplyDecoder:
             envelope = self._decode(line)
         except msgspec.ValidationError as exc:
             message = str(exc)
-            if message.startswith("Expected `object`") and not message.endswith("`"):
+            if " - at `" not in message:  # the line itself is no JSON object
                 raise ProtocolError(
                     f"reply to {self.command} is not a JSON object", data=line, command=self.command
                 ) from None
@@ -126,6 +126,10 @@ class ReplyDecoder:
         except msgspec.DecodeError as exc:
             raise ProtocolError(
                 f"reply to {self.command} is not JSON ({exc})", data=line, command=self.command
+            ) from None
+        except RecursionError:
+            raise ProtocolError(
+                f"reply to {self.command} is nested too deeply", data=line, command=self.command
             ) from None
         value = envelope.value
         if value is not msgspec.UNSET:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["REPLY_TYPES", "decoder_for"]
+__all__ = ["REPLY_TYPES", "decoder_for", "untyped_decoder"]
 
 #: command -> (module, type name, shape, member to unwrap).  Shapes: "one" (the
 #: type), "list" (a JSON array of it), "int" (a bare integer, no type).
@@ -56,6 +56,23 @@ def decoder_for(command: str) -> Any:
     decoder = _DECODERS.get(command)
     if decoder is None:
         decoder = _DECODERS[command] = _make(command)
+    return decoder
+
+
+_UNTYPED: dict[str, Any] = {}
+
+
+def untyped_decoder(command: str) -> Any:
+    """A decoder of ``command``'s reply into plain JSON values (``execute``): msgspec
+    parses a reply in under half json.loads' time (bench/decode.py).  One per command
+    name, for the first 256 names (callers may send any name)."""
+    decoder = _UNTYPED.get(command)
+    if decoder is None:
+        from .decoding import ReplyDecoder
+
+        decoder = ReplyDecoder(command, Any)
+        if len(_UNTYPED) < 256:
+            _UNTYPED[command] = decoder
     return decoder
 
 
