@@ -14,8 +14,6 @@ import math
 import re
 from typing import Any
 
-import trio
-
 from gagent.commands import AgentCommands
 from gagent.errors import (
     AgentUnavailable,
@@ -86,6 +84,8 @@ class LibvirtAgent(AgentCommands):
 
     async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
         # Pass the caller's deadline on, so libvirt's own call ends with it.
+        import trio  # on use: gagent.sync's blocking relay (sync_domain) overrides this
+
         timeout = _libvirt_timeout(trio.current_effective_deadline() - trio.current_time())
         return await self.relay(command, arguments, timeout)
 

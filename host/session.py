@@ -24,13 +24,10 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-import trio
-
-from gagent.client import open_agent
 from gagent.commands import AgentCommands
 from gagent.errors import AgentTarget, AgentUnavailable
 
-from .channel import GAGENT_CHANNEL
+from .channel_names import GAGENT_CHANNEL
 from .domxml import DomainFacts, parse_domain
 from .libvirt_agent import LibvirtAgent
 from .reach import AgentRoute, Transport, choose_route
@@ -132,6 +129,8 @@ class DomainSession:
         path = route.socket_path
         if path is None:
             return None
+        from gagent.client import open_agent  # the trio client: blocking callers never load it
+
         return lambda: open_agent(path)
 
     @asynccontextmanager
@@ -149,6 +148,8 @@ class DomainSession:
         async with AsyncExitStack() as stack:
             if route.transport is Transport.SOCKET:
                 assert route.socket_path is not None
+                from gagent.client import open_agent
+
                 agent = await stack.enter_async_context(open_agent(route.socket_path, sync=False))
                 agent.name = route.describe(self.name)
                 agent.target = target
@@ -164,6 +165,8 @@ class DomainSession:
         if route.channel.state is not None:
             await agent.sync()
             return
+        import trio
+
         with trio.move_on_after(UNKNOWN_STATE_SYNC_LIMIT):
             await agent.sync()
             return

@@ -35,7 +35,7 @@ from gagent.sync import (
     connect_unix,
 )
 
-from .channel import GAGENT_CHANNEL
+from .channel_names import GAGENT_CHANNEL
 from .domxml import parse_domain
 from .libvirt_agent import LibvirtAgent
 from .reach import AgentRoute, Transport

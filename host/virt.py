@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import trio
-
 from .virt_calls import (
     ERROR_CODES,
     VirConnect,
@@ -30,6 +28,7 @@ from .virt_calls import (
     connect,
     domains_with_xml,
     exists,
+    in_thread,
     lookup_domain,
     migration_flags,
     migration_params,
@@ -91,8 +90,10 @@ class Hypervisor:
         (closing sends libvirtd a message; a daemon that never answers is left
         to the worker thread, which ends with the process).
         """
+        import trio  # on use: gagent.sync's blocking domain route builds on this module
+
         with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
-            await trio.to_thread.run_sync(self.conn.close, abandon_on_cancel=True)
+            await in_thread(self.conn.close)
 
     async def __aenter__(self) -> Hypervisor:
         return self

@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
-import trio
-
 from gagent.errors import HostError
 
 from .virt_types import (
@@ -40,6 +38,8 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     ) from exc
 
 if TYPE_CHECKING:
+    import trio
+
     from .virt import Hypervisor
 
 T = TypeVar("T")
@@ -102,6 +102,14 @@ def _error_kind(exc: libvirt.libvirtError) -> type[HostError]:
     return Unsupported if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT else HostError
 
 
+async def in_thread(run: Callable[[], T], *, abandon_on_cancel: bool = True) -> T:
+    """``run()`` in a trio worker thread.  trio is imported here, on first use: the
+    blocking callers of this module (gagent.sync's domain route) never load it."""
+    import trio
+
+    return await trio.to_thread.run_sync(run, abandon_on_cancel=abandon_on_cancel)
+
+
 async def call(func: Callable[..., T], *args: Any, doing: str, abandon_on_cancel: bool = True) -> T:
     """``func(*args)`` in a worker thread; a libvirtError becomes a HostError.
 
@@ -118,7 +126,7 @@ async def call(func: Callable[..., T], *args: Any, doing: str, abandon_on_cancel
         except libvirt.libvirtError as exc:
             raise _host_error(exc, doing) from None
 
-    return await trio.to_thread.run_sync(run, abandon_on_cancel=abandon_on_cancel)
+    return await in_thread(run, abandon_on_cancel=abandon_on_cancel)
 
 
 async def query(func: Callable[..., T], *args: Any, doing: str) -> T:
@@ -130,7 +138,7 @@ async def query(func: Callable[..., T], *args: Any, doing: str) -> T:
         except libvirt.libvirtError as exc:
             raise _host_error(exc, doing, _error_kind(exc)) from None
 
-    return await trio.to_thread.run_sync(run, abandon_on_cancel=True)
+    return await in_thread(run, abandon_on_cancel=True)
 
 
 _NOT_FOUND = {
@@ -165,7 +173,7 @@ async def agent_command(dom: VirDomain, request: str, wait_seconds: int, *, doin
         except libvirt.libvirtError as exc:
             raise _host_error(exc, doing, LibvirtAgentError) from None
 
-    return await trio.to_thread.run_sync(run, abandon_on_cancel=True)
+    return await in_thread(run, abandon_on_cancel=True)
 
 
 # ------------------------------------------------ connections and domains
@@ -182,14 +190,12 @@ async def connect(uri: str | None, *, events: bool, cancellable: bool = True) ->
         except libvirt.libvirtError as exc:
             raise _host_error(exc, f"cannot connect to {uri or 'the default hypervisor'}") from None
 
-    return await trio.to_thread.run_sync(run, abandon_on_cancel=cancellable)
+    return await in_thread(run, abandon_on_cancel=cancellable)
 
 
 async def lookup_domain(conn: VirConnect, ref: str, *, uri: str) -> VirDomain:
     """A domain by name, UUID or numeric ID (tried in the order virsh does: ID, UUID, name)."""
-    return await trio.to_thread.run_sync(
-        lambda: find_domain(conn, ref, uri=uri), abandon_on_cancel=True
-    )
+    return await in_thread(lambda: find_domain(conn, ref, uri=uri))
 
 
 def find_domain(conn: VirConnect, ref: str, *, uri: str) -> VirDomain:
@@ -376,13 +382,15 @@ async def watch_events(
     hypervisor: Hypervisor,
     send: trio.MemorySendChannel[DomainEvent],
     *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[None] | None = None,
 ) -> None:
     """Forward lifecycle and agent-lifecycle events to ``send`` until cancelled.
 
     The hypervisor must come from ``open_hypervisor(uri, events=True)``.  Under
     ``nursery.start()`` it returns once libvirt delivers the events to us.
     """
+    import trio
+
     token = trio.lowlevel.current_trio_token()
 
     def deliver(event: DomainEvent) -> None:
@@ -414,7 +422,8 @@ async def watch_events(
         except HostError:
             pass  # drivers without agents (test://) do not offer it
     try:
-        task_status.started()
+        if task_status is not None:
+            task_status.started()
         await trio.sleep_forever()
     finally:
         for callback_id in ids:

@@ -82,12 +82,13 @@ class AgentOptions:
     ) -> Any:
         """``func`` on the agent, under the command's deadline and stop signals.
 
-        ``blocking``: ``func`` only awaits the agent's commands, so on --socket
-        the blocking client (gagent.sync) serves it and trio is never imported.
+        ``blocking``: ``func`` only awaits the agent's commands, so the blocking
+        client (gagent.sync) serves it, on --socket or DOMAIN, and trio is never
+        imported.
         """
         if self.domains is not None or self.all_running:
             raise click.exceptions.Exit(self._run_many(func, default_timeout, view))
-        if blocking and self.socket and not self.domain:
+        if blocking and bool(self.socket) != bool(self.domain):
             return self._run_blocking(
                 func, default_timeout if self.timeout is None else self.timeout
             )
@@ -102,7 +103,10 @@ class AgentOptions:
     def _run_blocking(
         self, func: Callable[[AgentCommands], Awaitable[Any]], seconds: float | None
     ) -> Any:
-        """``func`` over gagent.sync's blocking client on --socket, ``seconds`` in all.
+        """``func`` over gagent.sync's blocking client, ``seconds`` in all: on --socket,
+        or on DOMAIN through the blocking domain route (gagent.host.sync_domain: the
+        domain session's own route and advice, libvirt's calls bounded by threads).
+        Neither imports trio, which alone costs more than the whole call.
 
         A stop signal raises :class:`~.common.Interrupted` where the call is
         (the socket closes on the way out; nothing here froze anything).
@@ -111,14 +115,20 @@ class AgentOptions:
 
         from gagent.sync import AgentTimeout, open_agent, run_blocking
 
-        assert self.socket is not None
         deadline = time.monotonic() + seconds if seconds else None
+        if self.socket:
+            # the first command syncs; connect, sync and command share the deadline
+            opened = open_agent(self.socket, timeout=seconds, sync=False)
+        else:
+            from gagent.host.sync_domain import open_domain_agent  # needs libvirt: on use
+
+            assert self.domain is not None
+            opened = open_domain_agent(
+                self.domain, uri=self.connect, transport=self.transport,
+                channel_name=self.channel, timeout=seconds,
+            )  # fmt: skip
         try:
-            with (
-                stop_signals_raise(),
-                open_agent(self.socket, timeout=seconds, sync=False) as agent,
-            ):
-                # the first command syncs; connect, sync and command share the deadline
+            with stop_signals_raise(), opened as agent:
                 agent.commands.deadline = deadline  # type: ignore[attr-defined]
                 return run_blocking(func(agent.commands))
         except AgentTimeout:

@@ -66,6 +66,36 @@ def test_simple_commands_on_a_socket_import_no_trio_lxml_libvirt(qemu_ga, argv):
     assert imported == []
 
 
+@pytest.fixture
+def node_uri(qemu_ga, tmp_path: Path) -> str:
+    """A test-driver node file (one process's hypervisor) with domain ``one``, whose
+    gagent channel is the real qemu-ga's socket."""
+    node = tmp_path / "node.xml"
+    node.write_text(
+        "<node><domain type='test'><name>one</name><memory unit='KiB'>65536</memory>"
+        "<os><type>hvm</type></os><devices><channel type='unix'>"
+        f"<source mode='bind' path='{qemu_ga.socket_path}'/>"
+        "<target type='virtio' name='org.gagent.agent.0'/></channel></devices></domain></node>"
+    )
+    return f"test://{node}"
+
+
+@pytest.mark.parametrize("argv", [["ping"], ["--json", "info"], ["fsfreeze", "status"]])
+def test_simple_commands_on_a_domain_import_no_trio(node_uri, argv):
+    """DOMAIN's route is the blocking one too: libvirt and the XML parser, never trio."""
+    code, output, imported = imported_by("agent", "one", "-c", node_uri, *argv)
+    assert code == 0, output
+    assert imported == ["libvirt", "lxml"]
+
+
+def test_a_missing_domain_on_the_blocking_route_names_it_and_the_uri(node_uri):
+    code, output, imported = imported_by("agent", "nosuch", "-c", node_uri, "ping")
+    assert code == 8, output  # a libvirt/host error, as on the trio route
+    [line] = output.strip().splitlines()
+    assert "nosuch" in line and node_uri in line, line
+    assert "trio" not in imported
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["agent", "--help"], []])
 def test_help_imports_no_trio_lxml_libvirt(argv):
     code, output, imported = imported_by(*argv)
