@@ -20,13 +20,12 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
-from .commands import AgentCommands
 from .errors import AgentTarget, ConnectionLost, ProtocolError, error_from_reply
-from .exchange import SYNC_IDS, connect_error, resync
+from .exchange import SYNC_IDS, CodecTransport, connect_error, resync
 from .protocol import (
     DEFAULT_MAX_REPLY_SIZE,
     NEED_DATA,
@@ -39,9 +38,6 @@ from .protocol import (
 )
 from .replies import untyped_decoder
 
-if TYPE_CHECKING:
-    from .decoding import ReplyDecoder
-
 __all__ = ["Agent", "connect_unix", "open_agent", "open_agent_over"]
 
 _RECEIVE_SIZE = 256 * 1024
@@ -50,7 +46,7 @@ _RECEIVE_SIZE = 256 * 1024
 NO_REPLY_GRACE = 1.0
 
 
-class Agent(AgentCommands):
+class Agent(CodecTransport):
     """One conversation with one guest agent over a :class:`trio.abc.Stream`.
 
     Requests are serialised by a lock: QGA answers strictly in order and has
@@ -71,16 +67,6 @@ class Agent(AgentCommands):
         self._lock = trio.Lock()
         self._random = SYNC_IDS
 
-    @property
-    def max_reply_size(self) -> int:
-        """The bound on one reply's size, in bytes."""
-        return self._conn.max_reply_size
-
-    @property
-    def in_sync(self) -> bool:
-        """False after a timeout/cancellation/error until the next sync."""
-        return not self._conn.needs_sync
-
     async def sync(self) -> None:
         """Resynchronise the stream (guest-sync-delimited with a random id)."""
         async with self._lock:
@@ -97,12 +83,6 @@ class Agent(AgentCommands):
             await self.execute_no_reply(command, arguments)
             return None
         return await self._exchange(command, arguments, untyped_decoder(command))
-
-    async def execute_decoded(
-        self, command: str, arguments: dict[str, Any] | None, decoder: ReplyDecoder
-    ) -> Any:
-        """:meth:`execute`, the reply line decoded by ``decoder`` straight from its bytes."""
-        return await self._exchange(command, arguments, decoder)
 
     async def _exchange(
         self,

@@ -7,7 +7,9 @@ between the codec and a socket is written once, here:
   ``next_event`` the transport provides (awaitables: the trio client's really
   suspend, the blocking client's do blocking I/O and never suspend);
 * :func:`connect_error`: what an ``OSError`` from connecting to a unix socket
-  means, as an :class:`~gagent.errors.AgentUnavailable` that says what to do.
+  means, as an :class:`~gagent.errors.AgentUnavailable` that says what to do;
+* :class:`CodecTransport`: the typed commands over a codec, whose reply lines a
+  typed command's decoder reads straight from the bytes (``_exchange``).
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ import os
 import random
 import stat
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
+from .commands import AgentCommands
 from .errors import AgentUnavailable, ProtocolError
 from .protocol import ErrorReply, QGAConnection, Reply, SyncReply
 
-__all__ = ["SYNC_ATTEMPTS", "SYNC_IDS", "connect_error", "resync"]
+if TYPE_CHECKING:
+    from .decoding import ReplyDecoder
+
+__all__ = ["SYNC_ATTEMPTS", "SYNC_IDS", "CodecTransport", "connect_error", "resync"]
 
 #: Syncs in a row that may be followed by unrequested data before giving up
 #: (a peer that never stops talking must not make us loop forever).
@@ -34,6 +41,41 @@ SYNC = "guest-sync-delimited"
 #: CPU time in a fan-out (bench/fanout.py), and ids need only differ from the
 #: stale replies still in one stream, not be secret.
 SYNC_IDS = random.Random()
+
+
+class CodecTransport(AgentCommands):
+    """The typed commands over :class:`QGAConnection` (the trio and the blocking client).
+
+    A subclass sets ``_conn`` and provides ``_exchange(command, arguments, decode)``:
+    send, and return the reply's value, decoded from the line by ``decode`` (None:
+    plain JSON), or raise its error.
+    """
+
+    _conn: QGAConnection
+
+    @property
+    def max_reply_size(self) -> int:  # type: ignore[override]
+        """The bound on one reply's size, in bytes."""
+        return self._conn.max_reply_size
+
+    @property
+    def in_sync(self) -> bool:
+        """False after a timeout/cancellation/error until the next sync."""
+        return not self._conn.needs_sync
+
+    async def execute_decoded(
+        self, command: str, arguments: dict[str, Any] | None, decoder: ReplyDecoder
+    ) -> Any:
+        """:meth:`execute`, the reply line decoded by ``decoder`` straight from its bytes."""
+        return await self._exchange(command, arguments, decoder)
+
+    async def _exchange(
+        self,
+        command: str,
+        arguments: dict[str, Any] | None,
+        decode: Callable[[bytes], Reply | ErrorReply] | None,
+    ) -> Any:
+        raise NotImplementedError
 
 
 async def resync(

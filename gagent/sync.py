@@ -49,7 +49,7 @@ from .errors import (
     ProtocolError,
     error_from_reply,
 )
-from .exchange import SYNC_IDS, connect_error, resync
+from .exchange import SYNC_IDS, CodecTransport, connect_error, resync
 from .protocol import (
     DEFAULT_MAX_REPLY_SIZE,
     NEED_DATA,
@@ -62,7 +62,6 @@ from .protocol import (
 )
 
 if TYPE_CHECKING:
-    from .decoding import ReplyDecoder
     from .freeze import FreezeRecord
 
 __all__ = [
@@ -114,7 +113,7 @@ def run_blocking(coro: Coroutine[Any, Any, T]) -> T:
 # ------------------------------------------------------------------ transport
 
 
-class BlockingAgent(AgentCommands):
+class BlockingAgent(CodecTransport):
     """The typed commands over a connected blocking unix socket.
 
     ``execute`` is ``async`` only to fit :class:`AgentCommands`: it does its
@@ -137,25 +136,11 @@ class BlockingAgent(AgentCommands):
         self._conn = QGAConnection(max_reply_size=max_reply_size)
         self._random = SYNC_IDS
 
-    @property
-    def max_reply_size(self) -> int:
-        return self._conn.max_reply_size
-
-    @property
-    def in_sync(self) -> bool:
-        return not self._conn.needs_sync
-
     async def sync(self) -> None:
         await resync(self._conn, self._send, self._next_event, self._random, self.name)
 
     async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
         return await self._exchange(command, arguments, None)
-
-    async def execute_decoded(
-        self, command: str, arguments: dict[str, Any] | None, decoder: ReplyDecoder
-    ) -> Any:
-        """:meth:`execute`, the reply line decoded by ``decoder`` straight from its bytes."""
-        return await self._exchange(command, arguments, decoder)
 
     async def _exchange(
         self,
