@@ -20,6 +20,7 @@ Only the host side imports this module (msgspec); the guest helper never does.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import types
 import typing
@@ -179,6 +180,8 @@ def _explain(message: str, kind: Any, root: str, value: Any) -> str:
     steps = [m[1] if m[1] is not None else m[2] for m in _STEP.finditer(path[1:])]
     owner, name, target = _resolve(kind, steps)
     where = f"member '{name}'" if name else "the reply"
+    if steps and steps[-1].isdigit():
+        where = f"item {steps[-1]} of {where}"
     if text.startswith("Object missing required field "):
         return f"member '{text.rpartition(' ')[2].strip('`')}' is missing"
     missing = _missing_member(value, kind, steps)
@@ -216,7 +219,7 @@ def _resolve(kind: Any, steps: list[str]) -> tuple[Any, str | None, Any]:
             if attribute is None:
                 return owner, name, None
             owner, name = kind, step
-            kind = typing.get_type_hints(kind).get(attribute)
+            kind = _hints(kind).get(attribute)
         else:
             args = typing.get_args(kind)
             kind = args[-1] if args else None  # list[T], tuple[T, ...], dict[K, T]
@@ -253,6 +256,11 @@ def _missing_member(value: Any, kind: Any, steps: list[str]) -> str | None:
         else:
             return found
     return found
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def _unwrap_optional(kind: Any) -> Any:

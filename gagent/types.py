@@ -70,7 +70,10 @@ class CommandInfo(Described, frozen=True):
 
 
 class AgentInfo(Described, frozen=True):
-    """``guest-info``: the agent's version and the commands it offers, by name."""
+    """``guest-info``: the agent's version and the commands it offers, by name.
+
+    Decoded from ``supported_commands``; the decoder hands the same value out again
+    for the same reply bytes, so treat ``commands`` as read-only."""
 
     command = "guest-info"
 
