@@ -26,12 +26,12 @@ caller must sync before the next command.
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
 from .errors import ConnectionLost, ProtocolError, ReplyTooLarge, UsageError
+from .protocol_json import encode_command, loads_or_none, parse_object
 
 __all__ = [
     "DEFAULT_MAX_REPLY_SIZE",
@@ -115,41 +115,6 @@ class State(enum.Enum):
 
 
 _SYNC_LINE_LIMIT: Final = 4096
-
-
-_NO_ARGUMENT_REQUESTS: dict[str, bytes] = {}
-
-
-def encode_command(name: str, arguments: dict[str, Any] | None = None) -> bytes:
-    """The bytes of one request (no state, usable by any transport)."""
-    if arguments is None:
-        # guest-ping, guest-info...: the same bytes every time (bounded: names are few).
-        cached = _NO_ARGUMENT_REQUESTS.get(name)
-        if cached is not None:
-            return cached
-        if len(_NO_ARGUMENT_REQUESTS) < 256 and isinstance(name, str) and name:
-            encoded = _encode(name, None)
-            _NO_ARGUMENT_REQUESTS[name] = encoded
-            return encoded
-    return _encode(name, arguments)
-
-
-def _encode(name: str, arguments: dict[str, Any] | None) -> bytes:
-    if not isinstance(name, str) or not name:
-        raise UsageError(f"command name must be a non-empty string, not {name!r}")
-    message: dict[str, Any] = {"execute": name}
-    if arguments is not None:
-        if not isinstance(arguments, dict):
-            raise UsageError(
-                f"arguments of {name} must be a JSON object, not {type(arguments).__name__}"
-            )
-        message["arguments"] = arguments
-    try:
-        # allow_nan=False: NaN/Infinity are not JSON and qemu-ga rejects them.
-        text = json.dumps(message, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"arguments of {name} are not JSON-serialisable: {exc}") from None
-    return text.encode() + b"\n"
 
 
 class QGAConnection:
@@ -373,7 +338,7 @@ class QGAConnection:
             self._scan_from = 0
             if not line.strip():
                 continue
-            value = _loads_or_none(line)
+            value = loads_or_none(line)
             reply_id = value.get("return") if isinstance(value, dict) else None
             if type(reply_id) is int and reply_id == self._sync_id:
                 self.state = State.IDLE
@@ -405,7 +370,7 @@ class QGAConnection:
                 if type(event) is Reply:
                     self.needs_sync = bool(self._buffer)
                 return event
-            value = _parse_object(line, command)
+            value = parse_object(line, command)
             if "return" in value:
                 # Extra bytes already here were not asked for: resync next time.
                 self.needs_sync = bool(self._buffer)
@@ -423,29 +388,3 @@ class QGAConnection:
             self.state = State.CLOSED
             return Closed()
         return NEED_DATA
-
-
-def _loads_or_none(line: bytes) -> Any:
-    try:
-        return json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-
-
-def _parse_object(line: bytes, command: str | None) -> dict[str, Any]:
-    try:
-        value = json.loads(line)
-    except RecursionError:
-        # json gives up on deep nesting with RecursionError, not ValueError.
-        raise ProtocolError(
-            f"reply to {command} is nested too deeply", data=line, command=command
-        ) from None
-    except ValueError as exc:  # includes UnicodeDecodeError
-        raise ProtocolError(
-            f"reply to {command} is not JSON ({exc.__class__.__name__}: {exc})",
-            data=line,
-            command=command,
-        ) from None
-    if not isinstance(value, dict):
-        raise ProtocolError(f"reply to {command} is not a JSON object", data=line, command=command)
-    return value

@@ -212,7 +212,9 @@ def test_core_does_not_import_libvirt_or_lxml(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", [CORE / "protocol.py", CORE / "errors.py"], ids=["protocol", "errors"]
+    "path",
+    [CORE / "protocol.py", CORE / "protocol_json.py", CORE / "errors.py"],
+    ids=["protocol", "protocol_json", "errors"],
 )
 def test_sans_io_files_import_no_io_framework(path: Path) -> None:
     bad = {name for name in _scan(path) if _matches(name, {"trio", "anyio", "asyncio"})}
