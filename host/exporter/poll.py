@@ -30,11 +30,11 @@ from functools import partial
 
 import trio
 
-from gagent.errors import AgentUnavailable, GagentError, UsageError
+from gagent.errors import GagentError, UsageError
 
-from ..channel_names import LIBVIRT_AGENT_CHANNEL
-from ..domxml import parse_channels, parse_domain
-from ..reach import AgentRoute, choose_route
+from ..channel_names import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
+from ..domxml import Channel, parse_channels, parse_domain
+from ..reach import AgentRoute, Transport
 from ..session import DomainSession
 from ..virt import DomainEvent, DomainRecord, DomainState, Hypervisor, open_hypervisor, watch_events
 from .cache import ExporterCache
@@ -193,9 +193,10 @@ class HypervisorPoller:
         listing = []
         for record in records:
             name, state = record.domain.name, record.state
-            channels = _channel_states(record) if state.is_active else {}
+            found = _channels(record) if state.is_active else []
+            channels = {c.name: c.state or "unknown" for c in found}
             running = state in (DomainState.RUNNING, DomainState.BLOCKED)
-            route = _route(record) if running else None
+            route = watched_route(found) if running else None
             self.known[name] = known = _Known(record, route, channels)
             listing.append((name, state.value, running, channels))
             self._liveness(name, previous.get(name), known, now, now_wall)
@@ -317,22 +318,22 @@ async def _close_quietly(hv: Hypervisor) -> None:
         pass
 
 
-def _channel_states(record: DomainRecord) -> dict[str, str]:
+def _channels(record: DomainRecord) -> list[Channel]:
     if "<channel" not in record.xml:
-        return {}
-    return {
-        c.name: c.state or "unknown"
-        for c in parse_channels(record.xml)
-        if c.name and c.target_type == "virtio"
-    }
+        return []
+    return [c for c in parse_channels(record.xml) if c.name and c.target_type == "virtio"]
 
 
-def _route(record: DomainRecord) -> AgentRoute | None:
-    xml = record.xml if "<channel" in record.xml else "<domain/>"
-    try:
-        return choose_route(record.domain.name, record.state, xml)
-    except AgentUnavailable:
-        return None
+def watched_route(channels: list[Channel]) -> AgentRoute | None:
+    """The one agent the exporter watches: gagent's channel when the domain has one (a
+    unix socket), else libvirt's.  Never the other one when it goes down (as ``auto``
+    does for a command): then ``gagent_agent_up`` would not say that it is down."""
+    by_name = {c.name: c for c in channels}
+    ours = by_name.get(GAGENT_CHANNEL)
+    if ours is not None and ours.kind == "unix" and ours.path:
+        return AgentRoute(Transport.SOCKET, ours, ours.path)
+    theirs = by_name.get(LIBVIRT_AGENT_CHANNEL)
+    return None if theirs is None else AgentRoute(Transport.LIBVIRT, theirs)
 
 
 async def run_pollers(

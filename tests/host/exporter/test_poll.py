@@ -286,3 +286,20 @@ async def test_domains_of_several_hypervisors_carry_their_hypervisor(make_node, 
         ("a", "vm2"): 0,
         ("b", "vm1"): 1,
     }
+
+
+def test_the_watched_agent_is_ours_when_the_domain_has_our_channel_even_when_down():
+    from gagent.host.domxml import Channel
+    from gagent.host.exporter.poll import watched_route
+    from gagent.host.reach import Transport
+
+    ours = Channel("org.gagent.agent.0", "unix", "virtio", "/run/a.sock", "bind", "disconnected")
+    theirs = Channel("org.qemu.guest_agent.0", "unix", "virtio", None, "bind", "connected")
+    route = watched_route([theirs, ours])
+    assert route is not None and route.transport is Transport.SOCKET
+    assert route.socket_path == "/run/a.sock"
+    route = watched_route([theirs])
+    assert route is not None and route.transport is Transport.LIBVIRT
+    pty = Channel("org.gagent.agent.0", "pty", "virtio", None, None, None)
+    assert watched_route([pty]) is None
+    assert watched_route([]) is None
