@@ -291,7 +291,10 @@ async def open_agent(
             await _thaw_if_frozen(agent)
         yield agent
     finally:
-        await trio.aclose_forcefully(stream)
+        # What SocketStream.aclose does, minus its checkpoint: closing needs no
+        # waiting, and aclose_forcefully's cancelled scope around that checkpoint
+        # cost a cold fan-out ~70 us of CPU per connection (bench/fanout.py).
+        stream.socket.close()
 
 
 @asynccontextmanager
