@@ -89,8 +89,11 @@ async def test_a_signal_in_the_freeze_window_leaves_the_guest_thawed(systemd_dom
         with trio.fail_after(60):
             async with open_agent(sock) as agent:
                 log = await run_program(agent, ["cat", HOOK_LOG])
-        # the freeze was under way when the signal came, and the thaw followed it
-        assert log.stdout.decode().split() == ["freeze", "thaw"], log
+        # the freeze was under way when the signal came, and the thaw followed it (on a busy
+        # host a thaw attempt may time out behind the slow freeze and be sent again: the
+        # thaw is split over attempts, and a second thaw is harmless)
+        first, *after = log.stdout.decode().split()
+        assert first == "freeze" and after and set(after) == {"thaw"}, log
     finally:
         with trio.fail_after(60):
             async with open_agent(sock) as agent:
