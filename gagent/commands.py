@@ -133,28 +133,31 @@ class AgentCommands(GuestIOCommands):
     ) -> Any:
         """Run ``command`` after the availability and freeze guards (``check=False`` skips
         the availability guard, never the freeze guard); returns the parsed JSON."""
-        if self.frozen and command not in ALLOWED_WHILE_FROZEN:
-            raise FrozenStateViolation(command)
-        if check and command not in _ALWAYS_AVAILABLE:
-            await self.require(command)
-        try:
-            return await self.execute(command, arguments)
-        except GuestFrozen as refusal:
-            # The agent's own word: frozen since guest-info was read (or unchecked).
-            self.forget_info()
-            raise self.frozen_error(command, refusal=refusal) from refusal
+        return await self._guarded(command, arguments, check, None)
 
     async def call_typed(
         self, command: str, arguments: dict[str, Any] | None = None, *, check: bool = True
     ) -> Any:
         """:meth:`call`, the reply decoded to its type (:data:`gagent.replies.REPLY_TYPES`)."""
+        return await self._guarded(command, arguments, check, decoder_for(command))
+
+    async def _guarded(
+        self,
+        command: str,
+        arguments: dict[str, Any] | None,
+        check: bool,
+        decoder: ReplyDecoder | None,
+    ) -> Any:
         if self.frozen and command not in ALLOWED_WHILE_FROZEN:
             raise FrozenStateViolation(command)
         if check and command not in _ALWAYS_AVAILABLE:
             await self.require(command)
         try:
-            return await self.execute_decoded(command, arguments, decoder_for(command))
+            if decoder is None:
+                return await self.execute(command, arguments)
+            return await self.execute_decoded(command, arguments, decoder)
         except GuestFrozen as refusal:
+            # The agent's own word: frozen since guest-info was read (or unchecked).
             self.forget_info()
             raise self.frozen_error(command, refusal=refusal) from refusal
 
