@@ -4,11 +4,12 @@
 guest-fsfreeze-status, guest-get-fsinfo, a few small guest files); the caller
 bounds the whole with its own deadline.  ``full=False`` is the cheap set that
 ``snapshot create`` and ``fsfreeze freeze`` ask before each freeze; ``full=True``
-(``gagent fsfreeze check``) adds the freeze state, the mount table, the loop devices' backing files
-and SELinux's mode.  Nothing here judges: :mod:`gagent.host.freeze_findings`
-turns the facts into findings.  Every question that cannot be answered (a
-command blocked with ``--block-rpcs``, a missing file) is recorded as such,
-never raised: a preflight reports, it does not fail.
+(``gagent fsfreeze check``) adds the freeze state, the mount table, the loop devices'
+backing files and SELinux's mode (read from selinuxfs, as getenforce does; through
+guest-exec's ``getenforce`` when the file commands are blocked and guest-exec is not).
+Nothing here judges: :mod:`gagent.host.freeze_findings` turns the facts into findings.
+Every question that cannot be answered (a command blocked with ``--block-rpcs``, a
+missing file) is recorded as such, never raised: a preflight reports, it does not fail.
 
 The dead-man's switch's deadline is parsed by the guest's own reader
 (:func:`gagent.guest.deadman.parse_config`, standard library only), so host and
@@ -166,8 +167,12 @@ async def _exists(agent: AgentCommands, path: str) -> bool:
     return True
 
 
-async def gather(agent: AgentCommands, route: str, *, full: bool = False) -> GuestFacts:
-    """Ask the agent what a freeze needs to know (bound it with the caller's deadline)."""
+async def gather(
+    agent: AgentCommands, route: str, *, full: bool = False, filesystems: bool = True,
+    hooks: bool = True,
+) -> GuestFacts:  # fmt: skip
+    """Ask the agent what a freeze needs to know (bound it with the caller's deadline);
+    ``filesystems`` and ``hooks`` False leave those questions out (``full`` asks them)."""
     facts = GuestFacts(route)
     info = await agent.info()
     facts.version = info.version
@@ -181,12 +186,13 @@ async def gather(agent: AgentCommands, route: str, *, full: bool = False) -> Gue
             facts.problems["status"] = f"{STATUS} is disabled or unknown"
         if facts.status == "frozen":
             return facts  # a frozen agent refuses the rest; the finding says how to thaw
-    try:
-        facts.filesystems = await agent.fsinfo()
-    except (AgentError, CommandUnavailable) as exc:
-        facts.problems["filesystems"] = _why(exc)
+    if filesystems or full:
+        try:
+            facts.filesystems = await agent.fsinfo()
+        except (AgentError, CommandUnavailable) as exc:
+            facts.problems["filesystems"] = _why(exc)
     facts.deadman = await _read_deadman(agent)
-    for hook in HOOKS:
+    for hook in HOOKS if hooks or full else ():
         try:
             facts.hooks[hook] = await _exists(agent, hook)
         except (AgentError, CommandUnavailable) as exc:
@@ -217,4 +223,23 @@ async def _gather_more(agent: AgentCommands, facts: GuestFacts) -> None:
     except GuestFileMissing:
         facts.selinux = "disabled"  # no selinuxfs: SELinux is off or not built in
     except (AgentError, CommandUnavailable) as exc:
+        if facts.enabled("guest-exec"):
+            await _selinux_by_exec(agent, facts)
+        else:
+            facts.problems["selinux"] = _why(exc)
+
+
+async def _selinux_by_exec(agent: AgentCommands, facts: GuestFacts) -> None:
+    """The file commands are blocked but guest-exec is not: ask getenforce (RHEL family)."""
+    from gagent.programs import run_program  # (only here: it needs the exec commands)
+
+    try:
+        result = await run_program(agent, ["getenforce"])
+    except (AgentError, CommandUnavailable) as exc:
         facts.problems["selinux"] = _why(exc)
+        return
+    mode = result.stdout.decode(errors="replace").strip().lower()
+    if result.exit_code == 0 and mode in ("enforcing", "permissive", "disabled"):
+        facts.selinux = mode
+    else:
+        facts.problems["selinux"] = f"getenforce answered {mode or result.exit_code!r}"

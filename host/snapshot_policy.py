@@ -78,10 +78,11 @@ def check_mountpoints(facts: GuestFacts, domain: str, mountpoints: list[str] | N
         )
 
 
-async def preflight(agent: AgentCommands, route: str, *, full: bool = False) -> GuestFacts:
+async def preflight(agent: AgentCommands, route: str, **questions: bool) -> GuestFacts:
+    """:func:`gather` within PREFLIGHT_TIMEOUT (``questions``: its keyword options)."""
     try:
         with trio.fail_after(PREFLIGHT_TIMEOUT):
-            return await gather(agent, route, full=full)
+            return await gather(agent, route, **questions)
     except trio.TooSlowError:
         raise AgentUnavailable(
             f"{route}: the agent did not answer the freeze preflight within {PREFLIGHT_TIMEOUT:g}s",

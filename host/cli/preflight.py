@@ -41,7 +41,10 @@ async def before_freeze(
     from gagent.host.snapshot_policy import check_mountpoints, preflight
 
     route = session.route(transport)
-    facts = await preflight(agent, route.describe(session.name))
+    # as few round trips as it can: the freeze comes right after
+    facts = await preflight(
+        agent, route.describe(session.name), filesystems=bool(mountpoints), hooks=False
+    )
     check_mountpoints(facts, session.name, mountpoints)
     line = deadman_warning(facts, session.name, None)
     if line:

@@ -63,6 +63,9 @@ async def test_the_cheap_preflight_asks_less(agent):
         facts = await gather(agent, "local qemu-ga")
     assert facts.status is None and facts.mounts is None and facts.selinux is None
     assert facts.filesystems is not None or "filesystems" in facts.problems
+    with trio.fail_after(TIMEOUT):
+        least = await gather(agent, "local qemu-ga", filesystems=False, hooks=False)
+    assert least.filesystems is None and least.hooks == {} and least.deadman is not None
 
 
 async def test_read_guest_file(agent, tmp_path):
