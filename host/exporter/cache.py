@@ -118,6 +118,7 @@ class ExporterCache:
     def __init__(self, hypervisors: Iterable[tuple[str, str]] = ()) -> None:
         self._lock = threading.Lock()
         self._hypervisors: dict[str, HypervisorEntry] = {}
+        self._version = 0  # bumped by every change: what a rendered exposition was made from
         for name, uri in hypervisors:
             self.add_hypervisor(name, uri)
 
@@ -128,6 +129,10 @@ class ExporterCache:
             )
 
     # ------------------------------------------------------------- reading
+
+    @property
+    def version(self) -> int:
+        return self._version
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -155,15 +160,18 @@ class ExporterCache:
 
     def set_up(self, hypervisor: str, up: bool) -> None:
         with self._lock:
+            self._version += 1
             self._hypervisors[hypervisor].up = up
 
     def count_error(self, hypervisor: str, kind: str) -> None:
         with self._lock:
+            self._version += 1
             errors = self._hypervisors[hypervisor].errors
             errors[kind] = errors.get(kind, 0) + 1
 
     def set_duration(self, hypervisor: str, group: str, seconds: float) -> None:
         with self._lock:
+            self._version += 1
             self._hypervisors[hypervisor].durations[group] = seconds
 
     def set_listing(
@@ -175,6 +183,7 @@ class ExporterCache:
         its guest data; one that runs but is paused goes stale (see :meth:`agent_failed`).
         """
         with self._lock:
+            self._version += 1
             old = self._hypervisors[hypervisor].domains
             new: dict[str, DomainEntry] = {}
             for name, state, running, channels in listing:
@@ -219,6 +228,7 @@ class ExporterCache:
 
     def _update(self, hypervisor: str, name: str, change) -> None:
         with self._lock:
+            self._version += 1
             domains = self._hypervisors[hypervisor].domains
             entry = domains.get(name)
             if entry is not None:
