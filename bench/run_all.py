@@ -22,7 +22,7 @@ import argparse
 import subprocess
 import time
 
-BENCHMARKS = ("roundtrip", "fanout", "copy", "freeze_overhead", "inventory_scan")
+BENCHMARKS = ("roundtrip", "fanout", "copy", "freeze_overhead", "inventory_scan", "exporter")
 
 
 def main() -> int:
