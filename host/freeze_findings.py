@@ -243,11 +243,15 @@ def _safety_nets(facts: GuestFacts) -> list[Finding]:
             Finding("deadman", INFO, f"dead-man's switch on: the guest thaws itself after "
                     f"{deadman.deadline} s frozen")
         )  # fmt: skip
+    elif deadman is not None and deadman.state == "unreadable":
+        found.append(
+            Finding("deadman", INFO, f"dead-man's switch unknown ({deadman.reason})",
+                    f"allow guest-file-open and guest-file-read, so {DEADMAN_CONFIG} can be read")
+        )  # fmt: skip
     elif deadman is not None:
         says = {
             "off": "dead-man's switch off (GAGENT_FREEZE_DEADLINE=0)",
             "absent": "no dead-man's switch in the guest",
-            "unreadable": f"dead-man's switch unknown ({deadman.reason})",
         }[deadman.state]
         found.append(
             Finding("deadman", WARNING, f"{says}: a freeze whose host dies stays until thawed",

@@ -5,9 +5,9 @@ Two short-lived busybox guests (``doomed_domain``: their disks and agents are ou
 * snapshots through every path, read back with ``snapshot list --json``: gagent's
   freeze (``filesystem``: the filesystems, the hook, the window, qemu-ga's
   version), ``--mountpoint`` (a mountpoint the guest lacks is refused before any
-  freeze), libvirt's quiesce (forced with ``--libvirt-quiesce``: the route a domain
-  with only libvirt's channel takes) with ``--no-metadata`` (only gagent's store
-  knows it); then with both qemu-ga stopped: ``require`` takes no snapshot and
+  freeze), libvirt's quiesce (``--libvirt-quiesce --no-metadata``: only gagent's
+  store knows it; then by itself, once gagent's channel is removed and only
+  libvirt's is left); then with both qemu-ga stopped: ``require`` takes no snapshot and
   leaves no overlay, ``prefer`` falls back to ``crash`` and says so, ``crash``
   needs no agent;
 * ``gagent fsfreeze check`` with a loop device backed by a file on /data, a
@@ -69,9 +69,9 @@ def _files(domain) -> set[str]:
     return {p.name for p in domain.data_disk.parent.iterdir()}
 
 
-def _until_channels(domain, state: str) -> None:
+def _until_channels(domain, state: str, ports: tuple[str, ...] = tuple(PORTS.split())) -> None:
     deadline = time.monotonic() + BOUND
-    while any(domain.channel_states().get(p) != state for p in PORTS.split()):
+    while any(domain.channel_states().get(p) != state for p in ports):
         assert time.monotonic() < deadline, domain.channel_states()
         time.sleep(0.2)
 
@@ -109,10 +109,18 @@ def test_records_for_each_path_and_the_policy(doomed_domain):
     assert result["record"]["consistency"] == "libvirt-quiesce"
     assert result["record"]["freeze_window_ms"] is None
 
+    # only libvirt's channel left: the domain's snapshots take libvirt's quiesce by themselves
+    code, _, err = gagent("channel", "remove", domain.name, "-c", domain.uri)
+    assert code == 0, err
+    code, result, err = create(domain, "only-libvirt")
+    assert (code, err) == (0, ""), err
+    assert result["method"] == "libvirt-quiesce"
+    assert result["record"]["consistency"] == "libvirt-quiesce" and result["record"]["qga_version"]
+
     # every agent stopped (detached: the exec's own agent goes down with it)
     guest_sh(domain, f"setsid sh -c 'sleep 1; GAGENT_PORTS=\"{PORTS}\" {INIT_SCRIPT} stop' "
                      ">/dev/null 2>&1 </dev/null &")  # fmt: skip
-    _until_channels(domain, "disconnected")
+    _until_channels(domain, "disconnected", ports=("org.qemu.guest_agent.0",))
     before, snapshots = _files(domain), domain.dom.snapshotNum()
     code, _, err = create(domain, "req")
     assert code == 3, err  # no agent: require takes nothing
@@ -127,13 +135,17 @@ def test_records_for_each_path_and_the_policy(doomed_domain):
 
     # all of it, read back
     found = listed(domain)
-    assert sorted(found) == ["crash", "fs", "lq", "mp", "pref"]
+    assert sorted(found) == ["crash", "fs", "lq", "mp", "only-libvirt", "pref"]
     assert found["fs"]["consistency"].startswith("filesystem ")
     assert found["lq"]["state"] == "no-metadata" and found["lq"]["consistency"] == "libvirt-quiesce"
     assert found["pref"]["consistency"] == "crash (fallback)"
     assert found["crash"]["record"]["policy"] == "crash"
     code, out, _ = gagent("snapshot", "list", domain.name, "-c", domain.uri)
     assert code == 0 and "consistency" in out.splitlines()[0]
+    # a snapshot deleted (libvirt merges the newest overlay back) takes its record along
+    code, _, err = gagent("snapshot", "delete", domain.name, "crash", "-c", domain.uri)
+    assert code == 0, err
+    assert "crash" not in listed(domain)
 
 
 @pytest.fixture
