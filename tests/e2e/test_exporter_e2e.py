@@ -40,7 +40,8 @@ import trio
 from e2e_guest import gagent_qga
 
 from gagent.fs_types import FsfreezeStatus
-from gagent.host.channel import GAGENT_CHANNEL
+from gagent.guest.deadman import parse_config
+from gagent.host.channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
 from gagent.host.session import open_domain_agent
 from gagent.programs import run_program
 
@@ -56,6 +57,7 @@ SCRAPE = 1.0
 #: Bound on anything that waits for Prometheus or a guest to catch up.
 BOUND = 60.0
 GAGENT = Path(sys.executable).with_name("gagent")
+DEADMAN_CONF = Path(__file__).resolve().parents[2] / "packaging/fsfreeze/deadman.conf"
 
 
 @dataclass
@@ -220,6 +222,12 @@ async def test_filesystem_used_bytes_is_what_df_says_in_the_guest(stack, main_do
     assert stack.value(f"gagent_domain_running{{{labels}}}") == 1
     channel = f'gagent_agent_channel_connected{{{labels},channel="{GAGENT_CHANNEL}"}}'
     assert stack.value(channel) == 1
+    theirs = f'gagent_agent_channel_connected{{{labels},channel="{LIBVIRT_AGENT_CHANNEL}"}}'
+    assert stack.value(theirs) == 1
+    # the guest ships the freeze dead-man's switch (packaging/fsfreeze/deadman.conf)
+    shipped = parse_config(DEADMAN_CONF.read_text(), str(DEADMAN_CONF)).deadline
+    assert stack.value(f"gagent_guest_deadman_deadline_seconds{{{labels}}}") == shipped
+    assert stack.value(f"gagent_guest_deadman_armed{{{labels}}}") == 0
     info = stack.query(f"gagent_guest_info{{{labels}}}")
     assert info and info[0]["metric"]["hostname"] == main_domain.hostname
     assert stack.value(f'gagent_hypervisor_up{{hypervisor="{HYPERVISOR}"}}') == 1

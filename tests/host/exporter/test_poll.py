@@ -303,3 +303,41 @@ def test_the_watched_agent_is_ours_when_the_domain_has_our_channel_even_when_dow
     pty = Channel("org.gagent.agent.0", "pty", "virtio", None, None, None)
     assert watched_route([pty]) is None
     assert watched_route([]) is None
+
+
+async def test_libvirts_agent_events_mark_its_agent_down_and_due_again(make_node, tmp_path):
+    from gagent.host.virt import DomainEvent
+
+    name, uri = make_node("kvm1", [NodeDomain("vm1", agent_socket="/nonexistent/agent.sock")])
+    node = trio.Path(uri.removeprefix("test://"))
+    # libvirt's own agent channel instead of ours: the exporter watches that one
+    text = (await node.read_text()).replace("org.gagent.agent.0", "org.qemu.guest_agent.0")
+    await node.write_text(text)
+    never = dict.fromkeys(("libvirt", "agent", "fs", "os"), 3600.0)
+    slow = settings(tmp_path, intervals=never)
+    async with running_exporter([(name, uri)], slow) as (cache, [poller]):
+        await wait_until(lambda: "vm1" in poller.known, "listed")
+        assert poller.known["vm1"].route.channel.name == "org.qemu.guest_agent.0"
+        send, receive = trio.open_memory_channel(8)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poller._events, receive)
+            await send.send(DomainEvent.agent("vm1", 2))  # agent disconnected
+            await wait_until(
+                lambda: (
+                    ("org.qemu.guest_agent.0", "disconnected") in cache.domain(name, "vm1").channels
+                ),
+                "libvirt's channel disconnected",
+            )
+            entry = cache.domain(name, "vm1")
+            assert not entry.agent_up and entry.stale_since is not None
+            later = dict.fromkeys(("agent", "fs", "os"), 1e12)
+            poller.due["vm1"] = dict(later)
+            await send.send(DomainEvent.agent("vm1", 1))  # agent connected: collect now
+            await wait_until(lambda: poller.due["vm1"] != later, "due again")
+            assert dict(cache.domain(name, "vm1").channels)["org.qemu.guest_agent.0"] == (
+                "connected"
+            )
+            relist = poller.relist
+            await send.send(DomainEvent.lifecycle("vm1", 3))  # suspended: list again now
+            await wait_until(relist.is_set, "a listing asked for")
+            nursery.cancel_scope.cancel()
