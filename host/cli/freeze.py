@@ -13,7 +13,6 @@ which also builds the commands the errors advise.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -25,7 +24,6 @@ from gagent.freeze import DEFAULT_FREEZE_TIMEOUT, DEFAULT_THAW_TIMEOUT
 from gagent.host.channel import GAGENT_CHANNEL
 
 from .common import Output, run_command, say
-from .render import format_table
 
 __all__ = ["fsfreeze_group", "snapshot_group", "thaw_command"]
 
@@ -283,7 +281,7 @@ def snapshot_create(domain: str, name: str, disks: tuple[str, ...], no_quiesce: 
         },
         "thawed_on_connect": result.thawed_on_connect, "record": record.to_json(),
     }  # fmt: skip
-    Output(as_json).emit(value, lambda _: result.describe())
+    Output(as_json).emit(value, lambda _: f"{result.describe()}\nrecorded: {record.summary()}")
 
 
 @snapshot_group.command("list")
@@ -293,23 +291,10 @@ def snapshot_create(domain: str, name: str, disks: tuple[str, ...], no_quiesce: 
 @json_option
 def snapshot_list(domain: str, connect: str | None, timeout: float, as_json: bool) -> None:
     """DOMAIN's snapshots that libvirt keeps (not those made with --no-metadata)."""
-    from .preflight import snapshots_with_records
+    from .preflight import snapshot_table, snapshots_with_records
 
     found = _run(lambda: _with_domain(connect, domain, snapshots_with_records), domain, timeout)
-
-    def human(value: Any) -> str:
-        if not value:
-            return "(no snapshots)"
-        rows = (
-            (s["name"], _when(s["created"]), s["state"], "*" if s["current"] else "",
-             s["consistency"], " ".join(f"{d['target']}={d['overlay']}" for d in s["disks"]) or "-")
-            for s in value
-        )  # fmt: skip
-        return format_table(
-            ["name", "created", "state", "current", "consistency", "overlays"], rows
-        )
-
-    Output(as_json).emit(found, human)
+    Output(as_json).emit(found, snapshot_table)
 
 
 @snapshot_group.command("delete")
@@ -343,12 +328,6 @@ async def _with_domain(connect: str | None, ref: str, func: Callable[[Any], Awai
 
     async with open_domain(ref, uri=connect) as session:
         return await func(session.domain)
-
-
-def _when(created: int | None) -> str:
-    if created is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
 
 
 # ------------------------------------------------------------------- thaw

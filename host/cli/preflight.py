@@ -8,6 +8,7 @@ otherwise, with every finding and its fix.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -25,8 +26,12 @@ from .freeze import (
     timeout_option,
     transport_option,
 )
+from .render import format_table
 
-__all__ = ["before_freeze", "delete_with_record", "fsfreeze_check", "snapshots_with_records"]
+__all__ = [
+    "before_freeze", "delete_with_record", "fsfreeze_check", "snapshot_table",
+    "snapshots_with_records",
+]  # fmt: skip
 
 #: EXIT_CODES[10]: a check failed (here: a freeze is not expected to work).
 EXIT_CHECK_FAILED = 10
@@ -129,6 +134,24 @@ async def snapshots_with_records(domain: Any) -> list[dict[str, Any]]:
             _row(record.snapshot, int(record.created), "no-metadata", False, "", disks, record)
         )
     return sorted(rows, key=lambda r: (r["created"] or 0, r["name"]))
+
+
+def snapshot_table(rows: list[dict[str, Any]]) -> str:
+    """'snapshot list' for people: one line a snapshot, its consistency in a column."""
+    if not rows:
+        return "(no snapshots)"
+    lines = (
+        (s["name"], _when(s["created"]), s["state"], "*" if s["current"] else "",
+         s["consistency"], " ".join(f"{d['target']}={d['overlay']}" for d in s["disks"]) or "-")
+        for s in rows
+    )  # fmt: skip
+    return format_table(["name", "created", "state", "current", "consistency", "overlays"], lines)
+
+
+def _when(created: int | None) -> str:
+    if created is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
 
 
 def _row(name: str, created: int | None, state: str, current: bool, description: str,

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from gagent.errors import AgentUnavailable, HostError
 from gagent.freeze import FreezeRecord
 from gagent.fs_types import FilesystemInfo
+from gagent.host import snapshot_policy
+from gagent.host.consistency import load_records
 from gagent.host.preflight import Deadman, GuestFacts
 from gagent.host.reach import Transport
 from gagent.host.snapshot import SnapshotDisk, SnapshotMethod, SnapshotResult
@@ -86,3 +90,67 @@ def test_prefer_falls_back_only_from_a_failed_freeze():
     assert _freeze_failed(agent_down, libvirt_route)  # libvirt's quiesce failed
     assert not _freeze_failed(agent_down, socket_route)  # libvirt's snapshot failed, not a freeze
     assert not _freeze_failed(HostError("disk image exists"), libvirt_route)
+
+
+# ------------------------------------------------ the policy, around a stand-in snapshot
+
+
+class Session(SimpleNamespace):
+    def command(self, *words: str, options: tuple[str, ...] = ()) -> str:
+        return " ".join(["gagent", *words, self.name, *options])
+
+
+SESSION_WITH_COMMAND = Session(name="vm1", domain=SimpleNamespace(uuid="u-1"))
+
+
+def stand_in(outcomes: list):
+    """snapshot_session's stand-in: raises or returns the next outcome, records the calls."""
+    calls = []
+
+    async def fake(session, name, **options):
+        calls.append(options)
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return fake, calls
+
+
+async def test_prefer_falls_back_records_why_and_a_store_failure_is_one_warning(
+    monkeypatch, tmp_path
+):
+    failed = AgentUnavailable("the agent of vm1 did not answer within 10s")
+    fake, calls = stand_in([failed, result(SnapshotMethod.CRASH_CONSISTENT, None)])
+    monkeypatch.setattr(snapshot_policy, "snapshot_session", fake)
+    warned: list[str] = []
+    got, record = await snapshot_policy.create_snapshot(
+        SESSION_WITH_COMMAND, "s1", policy="prefer", warn=warned.append, store=tmp_path
+    )
+    assert [c.get("quiesce", True) for c in calls] == [True, False]
+    assert got.method is SnapshotMethod.CRASH_CONSISTENT and record.fallback == str(failed)
+    [line] = warned
+    assert line.startswith("could not freeze vm1 (the agent of vm1 did not answer")
+    assert load_records("u-1", tmp_path)["s1"].fallback == str(failed)
+
+    # require: the same failure is the error, and nothing is taken or stored
+    fake, calls = stand_in([failed])
+    monkeypatch.setattr(snapshot_policy, "snapshot_session", fake)
+    with pytest.raises(AgentUnavailable):
+        await snapshot_policy.create_snapshot(
+            SESSION_WITH_COMMAND, "s2", warn=warned.append, store=tmp_path
+        )
+    assert len(calls) == 1 and "s2" not in load_records("u-1", tmp_path)
+
+    # a store that cannot be written: the snapshot stands, one warning says so
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    fake, _ = stand_in([result(SnapshotMethod.GAGENT_FREEZE)])
+    monkeypatch.setattr(snapshot_policy, "snapshot_session", fake)
+    warned.clear()
+    got, _ = await snapshot_policy.create_snapshot(
+        SESSION_WITH_COMMAND, "s3", warn=warned.append, store=blocker
+    )
+    assert got.method is SnapshotMethod.GAGENT_FREEZE
+    [line] = warned
+    assert "consistency record could not be stored" in line and "GAGENT_STATE_DIR" in line
