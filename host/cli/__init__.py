@@ -48,6 +48,7 @@ EXIT_CONNECTION = 7
 EXIT_HOST = 8
 EXIT_THAW_UNCONFIRMED = 9
 EXIT_GUEST_FROZEN = 13
+EXIT_MISSING_PART = 14
 EXIT_INTERRUPTED = 130
 
 #: Every exit code gagent's commands return, and what it means.
@@ -66,10 +67,33 @@ EXIT_CODES: dict[int, str] = {
     11: "migrate-check/migrate: warnings not accepted",
     12: "migrate: the migration itself failed",
     EXIT_GUEST_FROZEN: "the guest is frozen: its agent refuses commands until thawed",
+    EXIT_MISSING_PART: "a part of gagent is not installed: the message names the extra to install",
     129: "interrupted by SIGHUP (a dropped session); a pending thaw ran first",
     EXIT_INTERRUPTED: "interrupted by Ctrl-C (SIGINT); a pending thaw ran first",
     143: "interrupted by SIGTERM (systemd, timeout(1)); a pending thaw ran first",
 }
+
+
+#: gagent's optional parts: the top-level module each brings, and the extra that installs it.
+EXTRAS: dict[str, str] = {
+    "lxml": "host",
+    "libvirt": "host",
+    "libvirt_qemu": "host",
+    "psycopg": "postgresql",
+    "prometheus_client": "exporter",
+    "serial": "guest",
+}
+
+
+def missing_extra(exc: BaseException | None) -> tuple[str, str] | None:
+    """(module, extra) when ``exc``, or what caused it, is a missing optional part."""
+    while exc is not None:
+        if isinstance(exc, ModuleNotFoundError) and exc.name:
+            module = exc.name.split(".")[0]
+            if module in EXTRAS:
+                return module, EXTRAS[module]
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _exit_code_help() -> str:
@@ -359,6 +383,16 @@ def main(argv: list[str] | None = None) -> int:
     except GagentError as exc:
         say(f"gagent: error: {exc}")
         return exit_code_for(exc)
+    except ImportError as exc:
+        missing = missing_extra(exc)
+        if missing is None:
+            raise
+        module, extra = missing
+        say(
+            f"gagent: error: this command needs {module}, which is not installed: "
+            f"pip install 'gagent[{extra}]'"
+        )
+        return EXIT_MISSING_PART
     except OSError as exc:  # the local side: a full disk, a closed pipe, a permission
         say(f"gagent: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
         return EXIT_ERROR

@@ -14,7 +14,6 @@ from .backends import StoreError, default_db_path
 from .diff import Diff, Sighting
 from .model import AgentData, AgentStatus, Disk, Guest, Nic, parse_domain_xml
 from .modes import Conflict, Mode, Plan, plan_writes
-from .scan import HypervisorReport, ScanProgress, ScanResult, scan_hypervisors
 from .store import Applied, Store
 from .targets import Target, parse_targets
 
@@ -42,3 +41,15 @@ __all__ = [
     "plan_writes",
     "scan_hypervisors",
 ]
+
+
+#: The scan needs libvirt (gagent[host]); the stored inventory does not: loaded on use.
+_SCAN_NAMES = ("HypervisorReport", "ScanProgress", "ScanResult", "scan_hypervisors")
+
+
+def __getattr__(name: str) -> object:
+    if name in _SCAN_NAMES:
+        from . import scan
+
+        return getattr(scan, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

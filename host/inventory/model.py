@@ -6,15 +6,17 @@ memory, nics, disks) plus uuid, state and what the guest's own agent reported
 shape used by ``inventory scan --format json``, ``inventory list --json`` and
 the store's columns.
 
-Pure: lxml only, no libvirt, no I/O.
+Pure: no libvirt, no I/O; lxml (the domain XML parser) only when XML is read, so the
+stored inventory (``inventory list/show/diff``) needs neither.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..domxml import DiskRef, parse_domain
+if TYPE_CHECKING:
+    from ..domxml import DiskRef
 
 __all__ = [
     "AgentData",
@@ -182,6 +184,8 @@ class Guest:
 def parse_domain_xml(xml: str | bytes, *, hypervisor: str, state: str) -> Guest:
     """The rscan fields of one domain from its XML (``virsh dumpxml``), read through the
     one read model of :mod:`gagent.host.domxml`."""
+    from ..domxml import parse_domain
+
     facts = parse_domain(xml)
     memory = facts.memory_kib
     return Guest(

@@ -7,12 +7,14 @@ import io
 import json
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .model import Guest
 from .modes import Conflict
-from .scan import ScanProgress, ScanResult
 from .store import Applied
+
+if TYPE_CHECKING:  # the scan needs libvirt; listing what is stored does not
+    from .scan import ScanProgress, ScanResult
 
 __all__ = [
     "FORMATS",

@@ -23,13 +23,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backends import Backend, StoreError, open_backend
 from .diff import Diff, Sighting, compute_diff
 from .model import Guest
 from .modes import Mode, Plan, plan_writes
-from .scan import ScanResult
+
+if TYPE_CHECKING:
+    from .scan import ScanResult  # the scan needs libvirt; the stored inventory does not
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "Applied", "Store", "StoreError"]
 
