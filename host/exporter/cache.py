@@ -207,7 +207,8 @@ class ExporterCache:
     def agent_answered(self, hypervisor: str, name: str, **data: object) -> None:
         """An exchange succeeded: fresh again; ``data`` replaces what was collected."""
         fresh = {"agent_up": True, "stale_since": None, "error": None, **data}
-        self._update(hypervisor, name, lambda e: replace(e, **fresh))
+        # an answer that was under way when the domain paused or stopped says nothing of now
+        self._update(hypervisor, name, lambda e: replace(e, **fresh) if e.running else e)
 
     def agent_failed(self, hypervisor: str, name: str, now: float, error: str) -> None:
         """The agent did not answer within its deadline (or refused): this domain goes stale."""

@@ -81,3 +81,11 @@ def test_a_domain_without_an_agent_route_has_nothing_stale():
     cache.agent_absent("h", "a", "no agent channel")
     entry = cache.domain("h", "a")
     assert (entry.users, entry.agent_up, entry.stale_since) == (None, False, None)
+
+
+def test_an_answer_that_lands_after_the_pause_does_not_make_it_fresh():
+    cache = cache_with(("a", "running", True, {}))
+    cache.set_listing("h", [("a", "paused", False, {})], now=1500.0)
+    cache.agent_answered("h", "a", users=4)  # its collection was under way
+    entry = cache.domain("h", "a")
+    assert (entry.agent_up, entry.stale_since, entry.users) == (False, 1500.0, None)
