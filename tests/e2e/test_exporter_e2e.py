@@ -22,6 +22,7 @@ each in a ``finally`` with its own deadline.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -144,7 +145,10 @@ def _answers(url: str) -> bool:
 def stack(main_domain, tmp_path_factory) -> Iterator[Stack]:
     prometheus_bin = shutil.which("prometheus")
     if prometheus_bin is None:
-        pytest.fail("no prometheus binary: apt-get install prometheus (scripts/setup.sh does)")
+        reason = "no prometheus binary: apt-get install prometheus (scripts/setup.sh does)"
+        if os.environ.get("CI") or os.environ.get("GAGENT_E2E_REQUIRE") == "1":
+            pytest.fail(reason + " (CI or GAGENT_E2E_REQUIRE=1 is set: not skipping)")
+        pytest.skip(reason)
     workdir = tmp_path_factory.mktemp("exporter")
     exporter_log = workdir / "exporter.log"
     with open(exporter_log, "wb") as log:
