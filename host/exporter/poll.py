@@ -100,6 +100,14 @@ def hypervisor_name(name: str | None, uri: str) -> str:
     return name or socket.gethostname()
 
 
+def backoff_after(previous: float, listed: bool, settings: ExporterSettings) -> float:
+    """How long to wait before connecting again: doubling from ``backoff_initial`` up to
+    ``backoff_max``, and from the start again when the lost connection had worked."""
+    if listed or previous <= 0:
+        return settings.backoff_initial
+    return min(previous * 2, settings.backoff_max)
+
+
 class HypervisorPoller:
     def __init__(
         self,
@@ -120,20 +128,21 @@ class HypervisorPoller:
         self.relist = trio.Event()
         self.limiter = trio.CapacityLimiter(settings.concurrency)
         self.connections = 0  # connections made so far (tests watch reconnects)
+        self.listed = False  # the current connection was listed at least once
 
     # ------------------------------------------------------------ connection
 
     async def run(self) -> None:
         """Watch the hypervisor until cancelled, reconnecting with backoff."""
-        backoff = self.settings.backoff_initial
+        backoff = 0.0
         while True:
             hv: Hypervisor | None = None
-            listed = False
+            self.listed = False
             try:
                 with trio.fail_after(self.settings.host_timeout):
                     hv = await self.connect(self.uri, events=True)
                 self.connections += 1
-                listed = await self._watch(hv)
+                await self._watch(hv)
             except (GagentError, trio.TooSlowError) as exc:
                 self._lost(self._reason(exc))
             except BaseExceptionGroup as group:  # from the watch's nursery
@@ -144,10 +153,8 @@ class HypervisorPoller:
             finally:
                 if hv is not None:
                     await _close_quietly(hv)
-            if listed:
-                backoff = self.settings.backoff_initial
+            backoff = backoff_after(backoff, self.listed, self.settings)
             await trio.sleep(backoff)
-            backoff = min(backoff * 2, self.settings.backoff_max)
 
     def _reason(self, exc: BaseException) -> str:
         return str(exc) or f"no answer within {self.settings.host_timeout:g}s (--host-timeout)"
@@ -162,18 +169,18 @@ class HypervisorPoller:
                 self.cache.agent_failed(self.name, name, now, f"hypervisor lost: {error}")
         self.known = {}
 
-    async def _watch(self, hv: Hypervisor) -> bool:
+    async def _watch(self, hv: Hypervisor) -> None:
         events_send, events_receive = trio.open_memory_channel[DomainEvent](4096)
         async with trio.open_nursery() as nursery:
             with trio.fail_after(self.settings.host_timeout):
                 await nursery.start(partial(watch_events, hv, events_send))
                 await self._list(hv)
             self.cache.set_up(self.name, True)
+            self.listed = True
             self.log(f"gagent exporter: {self.name} ({self.uri}): connected")
             nursery.start_soon(self._events, events_receive)
             nursery.start_soon(self._agents, hv)
-            await self._listing_loop(hv)
-        return True  # not reached: the listing loop ends only by raising
+            await self._listing_loop(hv)  # ends only by raising
 
     # ------------------------------------------------------------ libvirt side
 

@@ -341,3 +341,15 @@ async def test_libvirts_agent_events_mark_its_agent_down_and_due_again(make_node
             await send.send(DomainEvent.lifecycle("vm1", 3))  # suspended: list again now
             await wait_until(relist.is_set, "a listing asked for")
             nursery.cancel_scope.cancel()
+
+
+def test_the_backoff_doubles_to_its_cap_and_starts_again_after_a_working_connection():
+    from gagent.host.exporter.poll import ExporterSettings, backoff_after
+
+    limits = ExporterSettings(backoff_initial=1.0, backoff_max=5.0)
+    waits, wait = [], 0.0
+    for _ in range(5):
+        wait = backoff_after(wait, False, limits)
+        waits.append(wait)
+    assert waits == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert backoff_after(5.0, True, limits) == 1.0
