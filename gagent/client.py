@@ -291,10 +291,13 @@ async def open_agent(
             await _thaw_if_frozen(agent)
         yield agent
     finally:
-        # What SocketStream.aclose does, minus its checkpoint: closing needs no
-        # waiting, and aclose_forcefully's cancelled scope around that checkpoint
-        # cost a cold fan-out ~70 us of CPU per connection (bench/fanout.py).
+        # What SocketStream.aclose does, minus a scheduler pass: closing needs no
+        # waiting, and aclose_forcefully's cancelled scope around aclose's
+        # checkpoint cost a cold fan-out ~70 us of CPU per connection
+        # (bench/fanout.py).  A cancellation (the caller's deadline) is still
+        # delivered here, as it was.
         stream.socket.close()
+        await trio.lowlevel.checkpoint_if_cancelled()
 
 
 @asynccontextmanager

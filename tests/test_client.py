@@ -579,6 +579,23 @@ async def test_open_agent_over_a_real_unix_socket(tmp_path: Any) -> None:
     assert fake.sentinels == 1
 
 
+async def test_leaving_open_agent_delivers_a_pending_cancellation(tmp_path: Any) -> None:
+    """A deadline that passed while a shielded step ran (a thaw) ends the caller's
+    block at open_agent's exit, as a checkpoint would: nothing after it runs."""
+    fake = FakeAgent()
+    reached = False
+    with trio.fail_after(REAL_DEADLINE):
+        async with fake_unix_socket(fake, tmp_path / "agent.sock") as path:
+            with trio.CancelScope() as scope:
+                async with open_agent(path) as agent:
+                    with trio.CancelScope(shield=True):
+                        scope.cancel()
+                        assert await agent.execute("guest-ping") == {}
+                reached = True  # pragma: no cover - must not run
+            await fake.eof.wait()  # closed all the same
+    assert scope.cancelled_caught and not reached
+
+
 async def test_open_agent_closes_on_error(tmp_path: Any) -> None:
     fake = FakeAgent().on("guest-ping", Fail("GenericError", "no"))
     with trio.fail_after(REAL_DEADLINE):
