@@ -165,9 +165,18 @@ def _row(name: str, created: int | None, state: str, current: bool, description:
 
 
 async def delete_with_record(domain: Any, name: str, *, metadata_only: bool) -> str:
-    from gagent.host.consistency import delete_record
+    """libvirt deletes the snapshot, then gagent its record; a --no-metadata snapshot has
+    only the record (libvirt knows nothing to delete): that is forgotten."""
+    from gagent.host.consistency import delete_record, load_records
     from gagent.host.snapshot_list import delete_snapshot
 
+    record = load_records(domain.uuid).get(name)
+    if record is not None and not record.metadata:
+        delete_record(domain.uuid, name)
+        return (
+            f"forgot gagent's record of snapshot {name} of {domain.name} (libvirt kept no "
+            "metadata of it; its overlay files stay in use)"
+        )
     message = await delete_snapshot(domain, name, metadata_only=metadata_only)
     delete_record(domain.uuid, name)
     return message

@@ -124,6 +124,11 @@ def test_list_shows_records_of_snapshots_libvirt_does_not_keep(capsys, tmp_path,
         assert "consistency" in header
         assert row.split()[0] == "nometa" and "no-metadata" in row and "crash (fallback)" in row
         code, out, _ = run(capsys, "snapshot", "list", "vm1", "-c", uri, "--json")
-    [entry] = json.loads(out)
-    assert entry["record"]["fallback"] == "no agent" and entry["disks"][0]["overlay"] == "/o.qcow2"
-    assert load_records(uuid)["nometa"].policy == "prefer"
+        [entry] = json.loads(out)
+        assert entry["record"]["fallback"] == "no agent"
+        assert entry["disks"][0]["overlay"] == "/o.qcow2"
+        assert load_records(uuid)["nometa"].policy == "prefer"
+        # libvirt knows nothing of it: delete forgets the record alone
+        code, out, err = run(capsys, "snapshot", "delete", "vm1", "nometa", "-c", uri)
+        assert (code, err) == (0, "") and out.startswith("forgot gagent's record of snapshot")
+    assert load_records(uuid) == {}
