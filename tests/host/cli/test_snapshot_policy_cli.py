@@ -132,3 +132,16 @@ def test_list_shows_records_of_snapshots_libvirt_does_not_keep(capsys, tmp_path,
         code, out, err = run(capsys, "snapshot", "delete", "vm1", "nometa", "-c", uri)
         assert (code, err) == (0, "") and out.startswith("forgot gagent's record of snapshot")
     assert load_records(uuid) == {}
+
+
+def test_fsfreeze_check_help_states_codes_of_the_table():
+    import re
+
+    from click.testing import CliRunner
+
+    from gagent.host.cli import EXIT_CODES, cli
+
+    out = CliRunner().invoke(cli, ["fsfreeze", "check", "--help"], terminal_width=200).output
+    text = " ".join(out.split("Exit codes:")[1].split())
+    codes = {int(c) for c in re.findall(r"(?:^|[;:,] )(\d+) ", text)}
+    assert codes == {0, 4, 8, 10} and codes <= set(EXIT_CODES)
