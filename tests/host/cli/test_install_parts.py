@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,12 @@ def test_the_wheel_without_extras_in_a_fresh_venv(tmp_path: Path, qemu_ga, store
     )  # fmt: skip
     assert build.returncode == 0, build.stderr[-2000:]
     [wheel] = wheels.glob("gagent-*.whl")
+    with zipfile.ZipFile(wheel) as archive:  # typed, licensed: what a publishable wheel carries
+        names = set(archive.namelist())
+        [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
+        headers = archive.read(metadata).decode()
+    assert {"gagent/py.typed", "gagent/host/py.typed", "gagent/guest/py.typed"} <= names
+    assert "License-Expression: MIT" in headers and any(n.endswith("/LICENSE") for n in names)
     fresh = tmp_path / "fresh"
     venv.create(fresh, with_pip=True)
     install = subprocess.run(
