@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import functools
 import gzip
 import json
 import re
@@ -83,6 +84,11 @@ def _schema() -> dict[str, dict[str, bool]]:
     """Type name -> {member: optional} (enum values: {value: False}), from the man page."""
     if not MAN_PAGE.is_file():
         pytest.skip(f"{MAN_PAGE} is missing: apt-get install qemu-guest-agent")
+    return _read_schema()
+
+
+@functools.cache
+def _read_schema() -> dict[str, dict[str, bool]]:
     text = gzip.decompress(MAN_PAGE.read_bytes()).decode().replace("\\-", "-")
     types: dict[str, dict[str, bool]] = {}
     current: dict[str, bool] | None = None
