@@ -38,8 +38,10 @@ __all__ = ["Described", "ReplyDecoder", "convert", "shape_error"]
 class Described(msgspec.Struct, frozen=True, rename="kebab", gc=False, repr_omit_defaults=False):
     """Base of the reply types: frozen, slotted, JSON members spelled with ``-``.
 
-    Fields whose name starts with ``_`` carry wire members that a public field
-    is made from (see AgentInfo): renderers skip them.
+    A public field a type makes itself in ``__post_init__`` (AgentInfo.commands,
+    from the ``supported_commands`` array) has a JSON name starting with
+    ``gagent:``, which no agent sends; the wire member it is made from is a field
+    whose name starts with ``_`` (renderers skip those).
     """
 
     #: The command whose reply (or part of it) this is, for error messages.
