@@ -52,6 +52,7 @@ window longer than ``vss_warn_after`` (8 s) emits a :class:`FreezeWindowWarning`
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -74,8 +75,8 @@ from .types import expect_int
 
 __all__ = [
     "DEFAULT_FREEZE_TIMEOUT", "DEFAULT_THAW_TIMEOUT", "AlreadyFrozen", "FreezeError",
-    "FreezeRecord", "FreezeTimeout", "FreezeWindowWarning", "NothingFrozen", "ThawUnconfirmed",
-    "freeze", "frozen", "thaw", "thaw_if_frozen", "unconfirmed_thaws",
+    "FreezeRecord", "FreezeTimeout", "FreezeWindowWarning", "Instant", "NothingFrozen",
+    "ThawUnconfirmed", "freeze", "frozen", "thaw", "thaw_if_frozen", "unconfirmed_thaws",
 ]  # fmt: skip
 
 logger = logging.getLogger("gagent.freeze")
@@ -194,6 +195,19 @@ class FreezeWindowWarning(UserWarning):
 # ------------------------------------------------------------------- record
 
 
+@dataclass(frozen=True)
+class Instant:
+    """One moment on two clocks: ``monotonic`` orders events on this host (several guests'
+    freezes), ``wall`` (seconds since the epoch) is for people and other hosts."""
+
+    monotonic: float
+    wall: float
+
+    @classmethod
+    def now(cls) -> Instant:
+        return cls(time.monotonic(), time.time())
+
+
 @dataclass
 class FreezeRecord:
     """What one freeze did; times are in ms, set once known."""
@@ -216,6 +230,12 @@ class FreezeRecord:
     #: The thaw went over a new connection (the first one was lost).
     reconnected: bool = False
     warnings: list[str] = field(default_factory=list)
+    #: When the freeze request went out, its reply came, the first thaw request went out
+    #: (the earliest the guest may have thawed) and guest-fsfreeze-status said thawed.
+    freeze_sent: Instant | None = None
+    freeze_confirmed: Instant | None = None
+    thaw_sent: Instant | None = None
+    thaw_confirmed: Instant | None = None
     _sent_at: float | None = field(default=None, repr=False)
     _frozen_at: float | None = field(default=None, repr=False)
 
@@ -258,13 +278,13 @@ async def _freeze_step(
                 ):
                     raise AlreadyFrozen(record.domain, retry) from None
                 raise
-            record._sent_at = trio.current_time()
+            record._sent_at, record.freeze_sent = trio.current_time(), Instant.now()
             try:
                 record.frozen = await agent.fsfreeze_freeze(record.mountpoints)
             except (CommandUnavailable, FrozenStateViolation, UsageError):
-                record._sent_at = None  # refused before sending
+                record._sent_at = record.freeze_sent = None  # refused before sending
                 raise
-            record._frozen_at = trio.current_time()
+            record._frozen_at, record.freeze_confirmed = trio.current_time(), Instant.now()
     except trio.TooSlowError:
         if not record.sent:
             raise FreezeTimeout(
@@ -284,6 +304,8 @@ async def _thaw_once(agent: AgentCommands, record: FreezeRecord, seconds: float)
     # agent.call(check=False): fsfreeze_thaw() would fetch guest-info first, inside the window.
     with trio.fail_after(seconds):
         sent_at = trio.current_time()
+        if record.thaw_sent is None:
+            record.thaw_sent = Instant.now()
         try:
             value = await agent.call(THAW, check=False)
         finally:
@@ -300,6 +322,8 @@ async def _thaw_once(agent: AgentCommands, record: FreezeRecord, seconds: float)
         status = FsfreezeStatus.from_json(await agent.call(STATUS, check=False))
     agent.frozen = status is FsfreezeStatus.FROZEN
     record.confirmed = status is FsfreezeStatus.THAWED
+    if record.confirmed:
+        record.thaw_confirmed = Instant.now()
     return record.confirmed
 
 

@@ -11,6 +11,7 @@ virtual times); tests over a real unix socket run on the real clock.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -214,6 +215,20 @@ async def test_freeze_error_reply_still_thaws(autojump_clock: Any) -> None:
     # (an error reply makes the client resync before its next command)
     assert fake.commands == [SYNC, INFO, FREEZE, SYNC, THAW, STATUS]
     assert fake.state == "thawed"
+
+
+async def test_the_record_keeps_when_each_step_happened() -> None:
+    # on the real clocks (a group snapshot orders several guests' freezes by them)
+    fake = FreezableFake()
+    with trio.fail_after(DEADLINE):
+        async with connected(fake) as agent:
+            async with frozen(agent, domain="vm1") as record:
+                assert record.freeze_sent and record.freeze_confirmed and not record.thaw_sent
+                await trio.sleep(0.05)
+    steps = [record.freeze_sent, record.freeze_confirmed, record.thaw_sent, record.thaw_confirmed]
+    assert [s.monotonic for s in steps] == sorted(s.monotonic for s in steps)
+    assert steps[2].monotonic - steps[1].monotonic >= 0.05
+    assert abs(steps[0].wall - time.time()) < 60
 
 
 async def test_thaw_timeout_then_success(autojump_clock: Any) -> None:
