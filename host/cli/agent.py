@@ -14,7 +14,7 @@ import click
 from gagent.errors import UsageError
 from gagent.host.channel_names import GAGENT_CHANNEL
 
-from .common import CommandTimeout, Output, parse_json_object, run_command, stop_signals_raise
+from .common import CommandTimeout, Output, parse_call, run_command, stop_signals_raise
 from .fanout import fan_out_options, parse_domains
 from .views import VIEWS
 
@@ -512,11 +512,12 @@ def copy_from(options: AgentOptions, guest_path: str, local: str) -> None:
 
 
 @agent_group.command("call")
-@click.argument("name")
+@click.argument("name", metavar="NAME|REQUEST")
 @click.argument("json_args", required=False, metavar="[JSON-ARGS]")
 @pass_options
 def call(options: AgentOptions, name: str, json_args: str | None) -> None:
-    """Send any command NAME with optional JSON-ARGS and print the raw reply."""
-    arguments = parse_json_object(json_args, "JSON-ARGS")
+    """Send any command NAME with optional JSON-ARGS and print the raw reply (or a whole
+    REQUEST, as virsh qemu-agent-command takes it: '{"execute": NAME, "arguments": {...}}')."""
+    name, arguments = parse_call(name, json_args)
     result = options.run(lambda agent: agent.call(name, arguments), blocking=True)
     options.output.emit(result)

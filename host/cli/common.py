@@ -179,3 +179,24 @@ def parse_json_object(text: str | None, what: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise UsageError(f"{what} must be a JSON object like '{{\"key\": 1}}', not {text!r}")
     return value
+
+
+def parse_call(name: str, json_args: str | None) -> tuple[str, dict[str, Any] | None]:
+    """(command, arguments) of ``call NAME [JSON-ARGS]``, or of ``call REQUEST``: a whole
+    ``{"execute": NAME, "arguments": {...}}`` as virsh qemu-agent-command takes it."""
+    if not name.lstrip().startswith("{"):
+        return name, parse_json_object(json_args, "JSON-ARGS")
+    request = parse_json_object(name, "REQUEST")
+    assert request is not None
+    if json_args is not None:
+        raise UsageError('give the arguments inside the request\'s "arguments", not after it')
+    extra = sorted(set(request) - {"execute", "arguments"})
+    if extra:
+        raise UsageError(f'a request has only "execute" and "arguments", not {", ".join(extra)}')
+    command = request.get("execute")
+    if not isinstance(command, str) or not command:
+        raise UsageError('a request names its command: {"execute": "guest-ping"}')
+    arguments = request.get("arguments")
+    if arguments is not None and not isinstance(arguments, dict):
+        raise UsageError(f'"arguments" must be a JSON object, not {json.dumps(arguments)}')
+    return command, arguments

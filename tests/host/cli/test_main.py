@@ -185,8 +185,8 @@ def test_main_lets_bugs_through(command):
 # ------------------------------------------------------------------- click usage
 
 AGENT_COMMANDS = (
-    "call, copy-from, copy-to, disks, exec, fsfreeze, fsinfo, hostname, info, interfaces, "
-    "osinfo, ping, time, users"
+    "call, copy-from, copy-to, disks, exec, fsfreeze, fsinfo, fstrim, halt, hostname, info, "
+    "interfaces, osinfo, passwd, ping, reboot, shutdown, time, timezone, users, vcpus"
 )
 
 # (argv, the whole stderr line): click's message, then the --help of the command typed.

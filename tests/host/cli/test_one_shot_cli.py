@@ -57,7 +57,10 @@ def imported_by(*argv: str) -> tuple[int, str, list[str]]:
         ["info"],
         ["osinfo"],
         ["call", "guest-get-time"],
+        ["call", '{"execute": "guest-get-time"}'],
         ["fsfreeze", "status"],
+        ["timezone"],
+        ["vcpus"],
     ],
 )
 def test_simple_commands_on_a_socket_import_no_trio_lxml_libvirt(qemu_ga, argv):
@@ -80,7 +83,9 @@ def node_uri(qemu_ga, tmp_path: Path) -> str:
     return f"test://{node}"
 
 
-@pytest.mark.parametrize("argv", [["ping"], ["--json", "info"], ["fsfreeze", "status"]])
+@pytest.mark.parametrize(
+    "argv", [["ping"], ["--json", "info"], ["fsfreeze", "status"], ["timezone"]]
+)
 def test_simple_commands_on_a_domain_import_no_trio(node_uri, argv):
     """DOMAIN's route is the blocking one too: libvirt and the XML parser, never trio."""
     code, output, imported = imported_by("agent", "one", "-c", node_uri, *argv)
