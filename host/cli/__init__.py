@@ -107,7 +107,7 @@ def _exit_code_help() -> str:
 #: loads neither trio nor lxml nor libvirt, and ``gagent --help`` loads none.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "agent": (
-        "agent:agent_group",
+        "admin:agent_group",  # the group of agent.py, with admin.py's commands added
         "Run a guest-agent command on DOMAIN (name, UUID or ID) or on --socket PATH.",
     ),
     "channel": ("domain:channel_group", "Add, remove or list a domain's agent channels."),
