@@ -30,7 +30,7 @@ from urllib.parse import quote, unquote
 
 __all__ = [
     "CONSISTENCY_KINDS", "ConsistencyRecord", "DiskConsistency", "delete_record",
-    "load_records", "state_dir", "write_record",
+    "load_records", "state_dir", "write_json", "write_record",
 ]  # fmt: skip
 
 #: What a snapshot can be, most consistent first.
@@ -120,13 +120,19 @@ def _file_name(snapshot: str) -> str:
 
 def write_record(record: ConsistencyRecord, root: Path | None = None) -> Path:
     """Store ``record`` atomically; returns its path (OSError when the store is not writable)."""
-    folder = _domain_dir(record.domain_uuid, root)
+    target = _domain_dir(record.domain_uuid, root) / _file_name(record.snapshot)
+    return write_json(target, record.to_json())
+
+
+def write_json(target: Path, value: Any) -> Path:
+    """Write ``value`` to ``target`` atomically (temporary file, fsync, rename, fsync of the
+    directory): a crash leaves the old file or the new one, never half of one."""
+    folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / _file_name(record.snapshot)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(record.to_json(), out, indent=1, sort_keys=True)
+            json.dump(value, out, indent=1, sort_keys=True)
             out.write("\n")
             out.flush()
             os.fsync(out.fileno())
