@@ -194,7 +194,11 @@ class Agent(CodecTransport):
 
     async def _send(self, data: bytes, command: str) -> None:
         try:
-            await self.stream.send_all(data)
+            stream = self.stream
+            if type(stream) is trio.SocketStream:
+                await _write_fd(stream.socket.fileno(), data)
+            else:
+                await stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ConnectionLost(
                 f"{self.name}: could not send {command}: {exc}", command=command
@@ -206,7 +210,11 @@ class Agent(CodecTransport):
             event = conn.next_event()
             if event is NEED_DATA:
                 try:
-                    data = await self.stream.receive_some(_RECEIVE_SIZE)
+                    stream = self.stream
+                    if type(stream) is trio.SocketStream:
+                        data = await _read_fd(stream.socket.fileno())
+                    else:
+                        data = await stream.receive_some(_RECEIVE_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     raise ConnectionLost(
                         f"{self.name}: connection lost waiting for the reply to {command}: {exc}",
@@ -231,17 +239,7 @@ async def _round_trip_on_fd(conn: QGAConnection, fd: int, data: bytes) -> Any:
     (bench/roundtrip.py).  Still a checkpoint: cancellation is checked first,
     and if nothing had to wait, the scheduler still gets its turn.
     """
-    if fd < 0:
-        raise trio.ClosedResourceError("the agent's socket is closed")
-    await trio.lowlevel.checkpoint_if_cancelled()
-    waited = False
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view) :]
-        except BlockingIOError:
-            await trio.lowlevel.wait_writable(fd)
-            waited = True
+    waited = await _write_fd(fd, data)
     event = conn.next_event()
     while event is NEED_DATA:
         try:
@@ -255,6 +253,41 @@ async def _round_trip_on_fd(conn: QGAConnection, fd: int, data: bytes) -> Any:
     if not waited:
         await trio.lowlevel.cancel_shielded_checkpoint()
     return event
+
+
+async def _write_fd(fd: int, data: bytes) -> bool:
+    """``send_all`` on a socket's descriptor, minus SocketStream's layers (a cold
+    connect's sync costs less); True if it had to wait.  Cancellation is checked
+    first, but a write that did not wait is no checkpoint: the read after it is."""
+    if fd < 0:
+        raise trio.ClosedResourceError("the agent's socket is closed")
+    await trio.lowlevel.checkpoint_if_cancelled()
+    waited = False
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(fd)
+            waited = True
+    return waited
+
+
+async def _read_fd(fd: int) -> bytes:
+    """``receive_some`` on a socket's descriptor (b"" at EOF); a checkpoint."""
+    if fd < 0:
+        raise trio.ClosedResourceError("the agent's socket is closed")
+    try:
+        data = os.read(fd, _RECEIVE_SIZE)
+    except BlockingIOError:
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            try:
+                return os.read(fd, _RECEIVE_SIZE)
+            except BlockingIOError:
+                continue
+    await trio.lowlevel.cancel_shielded_checkpoint()
+    return data
 
 
 async def connect_unix(path: str | os.PathLike[str]) -> trio.SocketStream:
