@@ -596,6 +596,22 @@ async def test_leaving_open_agent_delivers_a_pending_cancellation(tmp_path: Any)
     assert scope.cancelled_caught and not reached
 
 
+async def test_no_reply_commands_over_a_real_unix_socket(tmp_path: Any) -> None:
+    """On a socket the sync and the no-reply commands use its descriptor directly:
+    an error reply still raises, and the agent going away is still success."""
+    fake = FakeAgent().on("guest-suspend-ram", Fail("GenericError", "no"))
+    fake.on("guest-shutdown", Disconnect())
+    with trio.fail_after(REAL_DEADLINE):
+        async with fake_unix_socket(fake, tmp_path / "agent.sock") as path:
+            async with open_agent(path) as agent:
+                with pytest.raises(AgentError, match="no"):
+                    await agent.execute("guest-suspend-ram")
+                assert await agent.execute("guest-shutdown", {"mode": "halt"}) is None
+                with pytest.raises(ConnectionLost):
+                    await agent.execute("guest-ping")
+    assert fake.commands == [SYNC, "guest-suspend-ram", SYNC, "guest-shutdown"]
+
+
 async def test_open_agent_closes_on_error(tmp_path: Any) -> None:
     fake = FakeAgent().on("guest-ping", Fail("GenericError", "no"))
     with trio.fail_after(REAL_DEADLINE):
