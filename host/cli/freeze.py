@@ -385,3 +385,6 @@ def thaw_command(domain: str, thaw_timeout: float, connect: str | None, channel:
 
 
 from . import preflight as _preflight  # noqa: E402, F401  (registers 'fsfreeze check')
+from .group_snapshot import group_command as _group  # noqa: E402
+
+snapshot_group.add_command(_group)  # 'snapshot group create|list|delete'

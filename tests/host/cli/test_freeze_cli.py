@@ -57,10 +57,19 @@ def served(fake: FreezableFake, tmp_path: Path, **kwargs) -> Iterator[str]:
     sock = tmp_path / "a.sock"
     node = tmp_path / "node.xml"
     node.write_text(node_xml(sock, **kwargs))
+    with serving({sock: fake}):
+        yield f"test://{node}"
+
+
+@contextlib.contextmanager
+def serving(fakes: dict[Path, FreezableFake]) -> Iterator[None]:
+    """Serve each fake on its socket from a thread of their own, for the block."""
     ready, stop = threading.Event(), threading.Event()
 
     async def serve() -> None:
-        async with fake_unix_socket(fake, sock):
+        async with contextlib.AsyncExitStack() as stack:
+            for sock, fake in fakes.items():
+                await stack.enter_async_context(fake_unix_socket(fake, sock))
             ready.set()
             await trio.to_thread.run_sync(stop.wait)
 
@@ -68,7 +77,7 @@ def served(fake: FreezableFake, tmp_path: Path, **kwargs) -> Iterator[str]:
     thread.start()
     assert ready.wait(10)
     try:
-        yield f"test://{node}"
+        yield
     finally:
         stop.set()
         thread.join(10)
