@@ -32,9 +32,10 @@ After each test on ``main_domain``, its agents must answer on their routes again
 what was found, and the guest is repaired, so one broken test cannot fail the
 ones after it on the shared guest.
 
-Per-test fixtures: ``doomed_domain`` (booted, for a test that destroys it) and
-``shut_off_domain`` (defined, never started).  The e2e tests are moved to the
-end of the run, so the session fixtures end with them.
+Per-test fixtures: ``doomed_domain`` (booted, for a test that destroys it),
+``doomed_domains`` (a factory of several) and ``shut_off_domain`` (defined, never
+started).  The e2e tests are moved to the end of the run, so the session fixtures end
+with them.
 
 Ready means: the live XML shows every served channel ``state='connected'``,
 then the agent on our socket answers guest-sync-delimited.  Every wait is
@@ -545,6 +546,24 @@ def doomed_domain(libvirt_conn, libvirt_daemon, guest_image, e2e_workdir) -> Ite
         libvirt_conn, libvirt_daemon, guest_image, e2e_workdir / name, name, vcpus=1
     ) as domain:
         yield domain
+
+
+@pytest.fixture
+def doomed_domains(libvirt_conn, libvirt_daemon, guest_image, e2e_workdir):
+    """Factory: ``boot(count)`` boots that many short-lived guests (as doomed_domain), one
+    after another; all are removed after the test."""
+    with contextlib.ExitStack() as stack:
+
+        def boot(count: int) -> list[E2EDomain]:
+            names = [_unique("gagent-e2e-doomed") for _ in range(count)]
+            return [
+                stack.enter_context(booted_domain(
+                    libvirt_conn, libvirt_daemon, guest_image, e2e_workdir / n, n, vcpus=1
+                ))
+                for n in names
+            ]  # fmt: skip
+
+        yield boot
 
 
 @pytest.fixture
