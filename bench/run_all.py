@@ -22,7 +22,10 @@ import argparse
 import subprocess
 import time
 
-BENCHMARKS = ("roundtrip", "fanout", "copy", "freeze_overhead", "inventory_scan", "exporter")
+BENCHMARKS = (
+    "roundtrip", "fanout", "copy", "freeze_overhead", "inventory_scan", "exporter",
+    "group_snapshot",
+)  # fmt: skip
 
 
 def main() -> int:
