@@ -46,6 +46,7 @@ from .channel_lock import (
     edit_lock,
     path_lock_path,
 )
+from .managed import check_edit_allowed
 from .virt import Domain
 
 __all__ = ["ChannelResult", "add_to_domain", "channels_of", "remove_from_domain", "uri_is_local"]
@@ -84,20 +85,27 @@ async def add_to_domain(
     live: bool = True,
     dry_run: bool = False,
     lock_wait: float = DEFAULT_LOCK_WAIT,
+    force: bool = False,
 ) -> ChannelResult:
     """Add the channel to the definition and, if running and ``live``, hot-plug it.
 
     Refuses (SocketPathRefused) a ``spec.path`` that is not free for this
-    channel; see :mod:`gagent.host.channel_guard`.
+    channel; see :mod:`gagent.host.channel_guard`.  Refuses (ManagedDomain) to
+    edit the definition of a domain a manager owns, unless ``force``: see
+    :mod:`gagent.host.managed`.
     """
     local = uri_is_local(domain.hypervisor.uri)
     # the name and the path's form; the file system after the domains (the guard):
     # "another domain's socket" says more than "no such directory here"
     validate(spec, libvirt_managed=libvirt_managed, check_dir=False)
+    redo = _command(domain, "add", spec.name, spec.path, libvirt_managed=libvirt_managed)
+    warning = await check_edit_allowed(
+        domain, redo, doing=f"channel {spec.name}", force=force or dry_run, local=local
+    )
     async with _editing(domain, spec.path, dry_run=dry_run, wait=lock_wait):
         notes = await check_socket_path(domain, spec, local=local)
         result = await _add(domain, spec, libvirt_managed, live, dry_run)
-    result.messages.extend(notes)
+    result.messages.extend([*notes, *([warning] if warning else [])])
     return result
 
 
@@ -163,19 +171,30 @@ async def remove_from_domain(
     live: bool = True,
     dry_run: bool = False,
     lock_wait: float = DEFAULT_LOCK_WAIT,
+    force: bool = False,
 ) -> ChannelResult:
     """Remove the channel from the definition and, if running and ``live``, unplug it.
 
     Any existing channel name may be removed (other tools may have added names
-    gagent would not), but not the empty one.
+    gagent would not), but not the empty one.  A domain a manager owns is
+    refused as by :func:`add_to_domain`, unless ``force``.
     """
     if not name:
         raise UsageError(
             f"the channel name is empty: give the name of the channel to remove with --name "
             f"(or leave --name out for {GAGENT_CHANNEL}); 'gagent channel list DOMAIN' lists them"
         )
+    warning = await check_edit_allowed(
+        domain,
+        _command(domain, "remove", name),
+        doing=f"the removal of channel {name}",
+        force=force or dry_run,
+        local=uri_is_local(domain.hypervisor.uri),
+    )
     async with _editing(domain, None, dry_run=dry_run, wait=lock_wait):
-        return await _remove(domain, name, live, dry_run)
+        result = await _remove(domain, name, live, dry_run)
+    result.messages.extend([warning] if warning else [])
+    return result
 
 
 async def _remove(domain: Domain, name: str, live: bool, dry_run: bool) -> ChannelResult:

@@ -132,6 +132,9 @@ class DomainFacts:
     interfaces: list[InterfaceRef] = field(default_factory=list)
     hostdevs: list[HostDevice] = field(default_factory=list)
     channels: list[Channel] = field(default_factory=list)
+    #: (namespace URI, local name) of each element under <metadata>: whose the XML is
+    #: (oVirt, nova and KubeVirt write theirs there; see gagent.host.managed)
+    metadata: list[tuple[str, str]] = field(default_factory=list)
 
     def channel(self, name: str) -> Channel | None:
         """The channel whose ``<target name=...>`` is ``name``, if any."""
@@ -169,7 +172,13 @@ def parse_domain(xml: str | bytes) -> DomainFacts:
         interfaces=[_interface(i) for i in root.iterfind("devices/interface")],
         hostdevs=_hostdevs(root),
         channels=[channel_of(c) for c in root.iterfind("devices/channel")],
+        metadata=[_qualified(el) for el in root.iterfind("metadata/*")],
     )
+
+
+def _qualified(element: etree._Element) -> tuple[str, str]:
+    name = etree.QName(element)
+    return name.namespace or "", name.localname
 
 
 def parse_channels(xml: str | bytes) -> list[Channel]:

@@ -31,6 +31,11 @@ connect_option = click.option(
     metavar="URI",
     help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else libvirt's default).",
 )
+force_option = click.option(
+    "--force",
+    is_flag=True,
+    help="Edit the definition even where oVirt/VDSM, nova or KubeVirt owns it (and may drop it).",
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 timeout_option = click.option(
     "--timeout",
@@ -69,6 +74,7 @@ def channel_group() -> None:
 )
 @click.option("--no-live", is_flag=True, help="Change the definition only, no hot-plug.")
 @click.option("--dry-run", is_flag=True, help="Print the XML diff, change nothing.")
+@force_option
 @connect_option
 @timeout_option
 def channel_add(
@@ -78,10 +84,15 @@ def channel_add(
     libvirt_managed: bool,
     no_live: bool,
     dry_run: bool,
+    force: bool,
     connect: str | None,
     timeout: float,
 ) -> None:
-    """Add gagent's agent channel to DOMAIN (definition, and live if running)."""
+    """Add gagent's agent channel to DOMAIN (definition, and live if running).
+
+    A domain whose definition oVirt/VDSM, OpenStack nova or KubeVirt owns is
+    refused (the manager would drop the channel), unless --force.
+    """
     from gagent.host.channel import GAGENT_CHANNEL, ChannelSpec
     from gagent.host.channel_ops import add_to_domain
 
@@ -90,7 +101,12 @@ def channel_add(
         connect,
         domain,
         lambda dom: add_to_domain(
-            dom, spec, libvirt_managed=libvirt_managed, live=not no_live, dry_run=dry_run
+            dom,
+            spec,
+            libvirt_managed=libvirt_managed,
+            live=not no_live,
+            dry_run=dry_run,
+            force=force,
         ),
         timeout=timeout,
     )
@@ -104,13 +120,14 @@ def channel_add(
 @click.option("--name", default=None, help="Virtio port name (default org.gagent.agent.0).")
 @click.option("--no-live", is_flag=True, help="Change the definition only, no hot-unplug.")
 @click.option("--dry-run", is_flag=True, help="Print the XML diff, change nothing.")
+@force_option
 @connect_option
 @timeout_option
 def channel_remove(
-    domain: str, name: str | None, no_live: bool, dry_run: bool, connect: str | None,
-    timeout: float,
+    domain: str, name: str | None, no_live: bool, dry_run: bool, force: bool,
+    connect: str | None, timeout: float,
 ) -> None:  # fmt: skip
-    """Remove an agent channel from DOMAIN."""
+    """Remove an agent channel from DOMAIN (refused where a manager owns it, unless --force)."""
     from gagent.host.channel import GAGENT_CHANNEL
     from gagent.host.channel_ops import remove_from_domain
 
@@ -118,7 +135,11 @@ def channel_remove(
         connect,
         domain,
         lambda dom: remove_from_domain(
-            dom, GAGENT_CHANNEL if name is None else name, live=not no_live, dry_run=dry_run
+            dom,
+            GAGENT_CHANNEL if name is None else name,
+            live=not no_live,
+            dry_run=dry_run,
+            force=force,
         ),
         timeout=timeout,
     )

@@ -7,7 +7,7 @@ import libvirt
 import pytest
 from libvirt_domains import domain_xml, unique
 
-from gagent.host.virt import DEFAULT_URI
+from gagent.host.virt import DEFAULT_URI, open_hypervisor
 
 
 @pytest.fixture
@@ -16,6 +16,14 @@ def conn():
     c = libvirt.open(DEFAULT_URI)
     yield c
     c.close()
+
+
+@pytest.fixture
+async def hv():
+    """gagent's own connection to test:///default (hold ``conn`` too for the shared state)."""
+    hypervisor = await open_hypervisor(DEFAULT_URI)
+    yield hypervisor
+    await hypervisor.close()
 
 
 @pytest.fixture

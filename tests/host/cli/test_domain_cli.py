@@ -13,9 +13,9 @@ import time
 
 import libvirt
 import pytest
-from libvirt_domains import xmls
+from libvirt_domains import set_manager_metadata, xmls
 
-from gagent.host.channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL, list_channels
+from gagent.host.channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL, find_channel, list_channels
 from gagent.host.cli import main
 
 URI = "test:///default"
@@ -158,6 +158,25 @@ def test_channel_add_to_transient_domain_exit_8_nothing_changed(capsys, conn, ma
     assert "not supported" in error_line(err)
     assert xmls(conn, name) == before
     assert not conn.lookupByName(name).isPersistent()
+
+
+def test_channel_add_to_a_nova_domain_is_refused_unless_forced(capsys, conn, make_domain):
+    name = make_domain()
+    set_manager_metadata(conn, name, "OpenStack nova")
+    before = xmls(conn, name)
+    code, out, err = run(capsys, "channel", "add", name, "-c", URI)
+    assert (code, out) == (2, "")
+    line = error_line(err)
+    assert f"domain {name} is managed by OpenStack nova" in line
+    assert "hw_qemu_guest_agent=yes" in line
+    assert line.endswith(f"--name {GAGENT_CHANNEL} --force")
+    assert xmls(conn, name) == before
+    # reading works as everywhere
+    assert run(capsys, "channel", "list", name, "-c", URI) == (0, "(no channels)\n", "")
+    code, out, err = run(capsys, "channel", "add", name, "-c", URI, "--force")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-1].startswith(f"warning: OpenStack nova manages {name}")
+    assert find_channel(xmls(conn, name)[1], GAGENT_CHANNEL) is not None
 
 
 @pytest.mark.parametrize("sub", ["add", "remove", "list"])
