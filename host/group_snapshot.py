@@ -4,33 +4,26 @@
 
     record = await snapshot_group([Member("db"), Member("app", uri="qemu+ssh://h2/system")],
                                   "nightly", warn=print)
-    assert record.consistent, record.describe()
 
-The protocol (each member in a task of its own, the phases joined by the group):
+Each member runs in a task of its own; the group joins them between phases:
 
-1. **prepare**: open every member's domain session and agent, thaw a guest found
-   frozen by an earlier run, and ask the cheap preflight of a single snapshot
-   (:func:`gagent.host.snapshot_policy.preflight`: freeze, thaw and status enabled,
-   the dead-man's deadline).  Under ``require`` nothing freezes unless every member
-   can be reached and can freeze; under ``prefer`` the others are snapshotted
-   crash-consistent; ``crash`` asks no agent.
-2. **freeze** all members concurrently, through the single path's
-   :func:`gagent.host.snapshot.snapshot` (so :func:`gagent.freeze.frozen`: the thaw is
-   shielded, bounded by ``thaw_timeout``, and confirmed);
-3. once **every** freeze is confirmed, every member's disk-only snapshot concurrently
-   (each member's libvirt call waits, inside its freeze, for the group's go: a member
-   frozen early waits at most ``freeze_timeout`` for the others);
-4. each member thaws as soon as its own snapshot call returns: its disks were caught
-   at its freeze, and all freezes were confirmed before the first snapshot call, so the
-   cut is fixed already and holding it longer would only stall the guest.
+1. **prepare**: every member's domain session and agent (a guest found frozen by an
+   earlier run is thawed) and the single snapshot's cheap preflight (freeze, thaw and
+   status enabled; the dead-man's deadline).  ``require``: nothing freezes unless every
+   member is ready; ``prefer``: the others are taken crash-consistent; ``crash``: no agent.
+2. **freeze** all concurrently through the single path's :func:`gagent.host.snapshot.snapshot`
+   (so :func:`gagent.freeze.frozen`: shielded, bounded, confirmed thaw); each member's
+   libvirt call first waits, inside its freeze, until **every** freeze is confirmed
+   (at most ``freeze_timeout``);
+3. **snapshot** all concurrently; each member thaws as soon as its own call returns:
+   the cut was fixed when the last freeze was confirmed, holding it longer only stalls.
 
-Any member failing at any point: the others are thawed (those waiting give up their
-snapshot), the snapshots already taken are removed (``require``; kept and labelled
-crash-consistent under ``prefer``), and the record says member by member what
-happened.  A cancellation (Ctrl-C, SIGTERM, the caller's deadline) thaws every frozen
-member at once, shielded, then removes what was taken within ``remove_timeout``.
-The record (:mod:`gagent.host.group_record`) is stored and returned; a group that is
-not consistent under ``require`` raises :class:`GroupSnapshotFailed` carrying it.
+Any member failing at any point: the others thaw (those waiting give up), the snapshots
+already taken are removed (``require``; kept, labelled crash, under ``prefer``) and the
+record says member by member what happened.  A cancellation (Ctrl-C, SIGTERM, a
+deadline) thaws every frozen member at once, then removes what was taken within
+``remove_timeout``.  The record (:mod:`gagent.host.group_record`) is stored and returned;
+a group not consistent under ``require`` raises :class:`GroupSnapshotFailed` with it.
 """
 
 from __future__ import annotations
@@ -71,7 +64,7 @@ from .snapshot import (
     SnapshotResult,
     _if_domain_stopped,
     snapshot,
-)
+)  # fmt: skip
 from .snapshot_policy import POLICIES, build_record, preflight
 from .virt import Hypervisor
 
