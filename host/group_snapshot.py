@@ -28,7 +28,6 @@ a group not consistent under ``require`` raises :class:`GroupSnapshotFailed` wit
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -125,6 +124,8 @@ class _Task:
     ok: bool = False
     exc: BaseException | None = None
     result: SnapshotResult | None = None
+    #: libvirt made the snapshot (also when what followed failed: a thaw, a record)
+    created: bool = False
     session: DomainSession | None = None
 
 
@@ -154,7 +155,9 @@ class _WaitForTheGroup:
             raise GroupAborted(f"snapshot of {self._domain.name} given up: {self._run.aborted}")
         record.snapshot_start = Instant.now()
         try:
-            return await self._domain.snapshot_create_xml(xml, **flags)
+            created = await self._domain.snapshot_create_xml(xml, **flags)
+            self._task.created = True
+            return created
         finally:
             record.snapshot_end = Instant.now()
 
@@ -343,7 +346,7 @@ async def _take(
     record = task.record
     common: dict[str, Any] = dict(
         thaw_timeout=options["thaw_timeout"], snapshot_timeout=options["snapshot_timeout"],
-        delete_command=shlex.join(["gagent", "snapshot", "group", "delete", name]),
+        delete_command=session.command("snapshot", "delete", options=(name,)),
         notify=options["warn"],
     )  # fmt: skip
     if agent is None:  # crash (by policy, fallback or a domain not running): no freeze
@@ -353,6 +356,7 @@ async def _take(
             return
         record.snapshot_start = Instant.now()
         result = await snapshot(session.domain, None, name, quiesce=False, **common)
+        task.created = True
         record.snapshot_end = Instant.now()
     else:
         route = session.route(options["transport"], options["channel_name"])
@@ -394,7 +398,7 @@ def _note_freeze(record: MemberRecord, freeze: FreezeRecord | None) -> None:
 async def _settle(task: _Task, run: _Run, name: str, options: dict[str, Any]) -> None:
     """Once the group has decided: remove this member's snapshot if the group failed (or
     was interrupted, under ``require``), shielded and within ``remove_timeout``."""
-    if task.result is None or task.session is None:
+    if not task.created or task.session is None:
         return
     try:
         await run.decided.wait()

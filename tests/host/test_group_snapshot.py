@@ -215,3 +215,22 @@ async def test_a_shut_off_member_is_offline(tmp_path: Path) -> None:
     got = {m.label: m.consistency for m in record.members}
     assert got == {"db": "filesystem", "off": "offline"}
     assert record.consistent  # (a shut-off domain's disks are at rest: no freeze needed)
+
+
+async def test_a_thaw_that_cannot_be_confirmed_is_the_first_error(tmp_path: Path) -> None:
+    from fakeagent import Silence
+
+    from gagent.freeze import ThawUnconfirmed
+
+    stuck = FreezableFake().set_default(THAW, Silence())
+    with trio.fail_after(REAL_DEADLINE):
+        async with group_of(tmp_path, "db", "app", app=stuck) as (members, domains, agents):
+            with pytest.raises(GroupSnapshotFailed) as caught:
+                await snapshot_group(members, "g1", warn=print, store=tmp_path, thaw_timeout=0.6)
+    assert isinstance(caught.value.first, ThawUnconfirmed)  # the CLI exits 9 with its command
+    assert "MAY STILL BE FROZEN" in str(caught.value.first)
+    app = {m.label: m for m in caught.value.record.members}["app"]
+    assert app.thawed is False and app.thaw_sent is not None and "FROZEN" in app.error
+    assert agents["db"].state == "thawed"
+    for domain in domains.values():  # app's snapshot was made before its thaw failed: removed
+        assert ("delete", ("g1", False)) in domain.calls
