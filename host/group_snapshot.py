@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,112 +53,26 @@ from .channel_names import GAGENT_CHANNEL
 from .consistency import write_record
 from .freeze_findings import deadman_warning
 from .group_cleanup import DEFAULT_REMOVE_TIMEOUT, remove_member_snapshot
+from .group_phases import (
+    GroupAborted,
+    GroupSnapshotFailed,
+    Member,
+    MemberTask,
+    Phases,
+    WaitForTheGroup,
+)  # fmt: skip
 from .group_record import FAILED, KEPT, GroupRecord, MemberRecord, conclude, write_group
 from .reach import Transport
 from .session import DomainSession, open_domain
 from .snapshot import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_SNAPSHOT_TIMEOUT,
-    SnapshotResult,
     _if_domain_stopped,
     snapshot,
 )  # fmt: skip
 from .snapshot_policy import POLICIES, build_record, preflight
-from .virt import Hypervisor
 
 __all__ = ["GroupAborted", "GroupSnapshotFailed", "Member", "snapshot_group"]
-
-
-@dataclass(frozen=True)
-class Member:
-    """A domain of the group: ``ref`` (name, UUID or ID) on ``uri``; ``hypervisor``
-    reuses an open connection; ``label`` names it in the record (default: ``ref``)."""
-
-    ref: str
-    uri: str | None = None
-    hypervisor: Hypervisor | None = None
-    label: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.label or self.ref
-
-
-class GroupAborted(GagentError):
-    """Another member failed: this one gave up its snapshot (and was thawed)."""
-
-
-class GroupSnapshotFailed(GagentError):
-    """The group is not consistent: ``record`` says member by member what happened,
-    ``first`` is the first member's own error (None: the group was called off as a whole)."""
-
-    def __init__(self, message: str, record: GroupRecord, first: BaseException | None):
-        self.record = record
-        self.first = first
-        super().__init__(message)
-
-
-@dataclass
-class _Run:
-    """The group's shared state: each phase's go, and whether it was called off."""
-
-    policy: str
-    freeze_go: trio.Event = field(default_factory=trio.Event)
-    snapshot_go: trio.Event = field(default_factory=trio.Event)
-    decided: trio.Event = field(default_factory=trio.Event)
-    aborted: str | None = None
-    remove: bool = False
-
-    def abort(self, why: str) -> None:
-        self.aborted = self.aborted or why
-
-
-@dataclass
-class _Task:
-    member: Member
-    record: MemberRecord
-    prepared: trio.Event = field(default_factory=trio.Event)
-    frozen: trio.Event = field(default_factory=trio.Event)  # frozen, or will not freeze
-    done: trio.Event = field(default_factory=trio.Event)
-    ok: bool = False
-    exc: BaseException | None = None
-    result: SnapshotResult | None = None
-    #: libvirt made the snapshot (also when what followed failed: a thaw, a record)
-    created: bool = False
-    session: DomainSession | None = None
-
-
-class _WaitForTheGroup:
-    """The member's Domain for :func:`snapshot`: its libvirt call first waits (inside
-    the freeze) for every member's freeze, and the call's own times are recorded."""
-
-    def __init__(self, task: _Task, run: _Run, wait: float):
-        self._task, self._run, self._wait = task, run, wait
-        self._domain = task.session.domain  # type: ignore[union-attr]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._domain, name)
-
-    async def snapshot_create_xml(self, xml: str, **flags: Any) -> str:
-        record = self._task.record
-        record.freeze_confirmed = record.freeze_confirmed or Instant.now()
-        self._task.frozen.set()
-        try:
-            with trio.move_on_after(self._wait):
-                await self._run.snapshot_go.wait()
-        except trio.Cancelled:  # (libvirt was not asked yet: nothing to say about a snapshot)
-            raise GroupAborted(f"{self._domain.name}: interrupted before its snapshot") from None
-        if not self._run.snapshot_go.is_set():
-            self._run.abort(f"the group's freezes took longer than {self._wait:g}s")
-        if self._run.aborted:
-            raise GroupAborted(f"snapshot of {self._domain.name} given up: {self._run.aborted}")
-        record.snapshot_start = Instant.now()
-        try:
-            created = await self._domain.snapshot_create_xml(xml, **flags)
-            self._task.created = True
-            return created
-        finally:
-            record.snapshot_end = Instant.now()
 
 
 async def snapshot_group(
@@ -187,10 +100,14 @@ async def snapshot_group(
     twice = sorted({x for x in labels if labels.count(x) > 1})
     if twice:
         raise UsageError(f"a member is named twice in the group: {', '.join(twice)}")
+    places = [(m.uri, m.ref) for m in members]
+    again = sorted({ref for uri, ref in places if places.count((uri, ref)) > 1})
+    if again:  # (its agent would serve the first session only)
+        raise UsageError(f"a domain is in the group twice: {', '.join(again)}")
     if not name or "/" in name:
         raise UsageError(f"bad snapshot name {name!r}")
-    run = _Run(policy)
-    tasks = [_Task(m, MemberRecord(m.name, m.ref, m.uri)) for m in members]
+    run = Phases(policy)
+    tasks = [MemberTask(m, MemberRecord(m.name, m.ref, m.uri)) for m in members]
     options = dict(
         freeze_timeout=freeze_timeout, thaw_timeout=thaw_timeout, connect_timeout=connect_timeout,
         snapshot_timeout=snapshot_timeout, remove_timeout=remove_timeout, transport=transport,
@@ -219,7 +136,7 @@ async def snapshot_group(
 
 
 async def _coordinate(
-    tasks: list[_Task], run: _Run, on_frozen: Callable[[], Awaitable[None]] | None
+    tasks: list[MemberTask], run: Phases, on_frozen: Callable[[], Awaitable[None]] | None
 ) -> None:
     try:
         for task in tasks:
@@ -242,7 +159,7 @@ async def _coordinate(
     run.decided.set()
 
 
-async def _member(task: _Task, run: _Run, name: str, options: dict[str, Any]) -> None:
+async def _member(task: MemberTask, run: Phases, name: str, options: dict[str, Any]) -> None:
     """One member from open to thaw (and, if the group failed, removal); its error is kept
     in ``task.exc`` for the report, a cancellation propagates."""
     member = task.member
@@ -268,14 +185,14 @@ async def _member(task: _Task, run: _Run, name: str, options: dict[str, Any]) ->
         _release(task)
 
 
-def _release(task: _Task) -> None:
+def _release(task: MemberTask) -> None:
     """Nothing waits on a member that is done, whatever happened to it."""
     task.prepared.set()
     task.frozen.set()
     task.done.set()
 
 
-def _failed(task: _Task, run: _Run, exc: BaseException) -> None:
+def _failed(task: MemberTask, run: Phases, exc: BaseException) -> None:
     if task.exc is not None:
         return
     task.exc = exc
@@ -289,7 +206,7 @@ def _failed(task: _Task, run: _Run, exc: BaseException) -> None:
         _note_freeze(record, freeze)
 
 
-async def _prepare_and_take(task: _Task, run: _Run, name: str, session: DomainSession,
+async def _prepare_and_take(task: MemberTask, run: Phases, name: str, session: DomainSession,
                             stack: AsyncExitStack, options: dict[str, Any]) -> None:  # fmt: skip
     agent = facts = None
     try:
@@ -340,7 +257,7 @@ async def _prepare(
 
 
 async def _take(
-    task: _Task, run: _Run, name: str, session: DomainSession, agent: AgentCommands | None,
+    task: MemberTask, run: Phases, name: str, session: DomainSession, agent: AgentCommands | None,
     facts: Any, options: dict[str, Any],
 ) -> None:  # fmt: skip
     record = task.record
@@ -363,7 +280,7 @@ async def _take(
         socket = route.transport is Transport.SOCKET
         try:
             result = await snapshot(
-                _WaitForTheGroup(task, run, options["freeze_timeout"]),  # type: ignore[arg-type]
+                WaitForTheGroup(task, run, options["freeze_timeout"]),  # type: ignore[arg-type]
                 agent, name, freeze_timeout=options["freeze_timeout"],
                 reconnect=session.reconnect_for(route) if socket else None,
                 retry=session.thaw_command(options["channel_name"]), **common,
@@ -395,7 +312,7 @@ def _note_freeze(record: MemberRecord, freeze: FreezeRecord | None) -> None:
     record.frozen_ms, record.thawed = freeze.window_ms, freeze.confirmed
 
 
-async def _settle(task: _Task, run: _Run, name: str, options: dict[str, Any]) -> None:
+async def _settle(task: MemberTask, run: Phases, name: str, options: dict[str, Any]) -> None:
     """Once the group has decided: remove this member's snapshot if the group failed (or
     was interrupted, under ``require``), shielded and within ``remove_timeout``."""
     if not task.created or task.session is None:
@@ -410,7 +327,7 @@ async def _settle(task: _Task, run: _Run, name: str, options: dict[str, Any]) ->
         await _remove(task, name, options)
 
 
-async def _remove(task: _Task, name: str, options: dict[str, Any]) -> None:
+async def _remove(task: MemberTask, name: str, options: dict[str, Any]) -> None:
     assert task.session is not None
     await remove_member_snapshot(
         task.session, task.record, name, store=options["store"],

@@ -200,6 +200,7 @@ def test_usage_errors() -> None:
     for members, name, match in (
         ([], "g", "at least one"), ([Member("a"), Member("a")], "g", "named twice"),
         ([Member("a")], "a/b", "bad snapshot name"),
+        ([Member("a", label="x"), Member("a", label="y")], "g", "in the group twice"),
     ):  # fmt: skip
         with pytest.raises(UsageError, match=match):
             trio.run(lambda: snapshot_group(members, name, warn=print))  # noqa: B023
