@@ -218,9 +218,9 @@ async def test_group_snapshot_is_a_consistent_cut_and_fails_safely(
             await hypervisor.close()
     record = caught.value.record
     states = {m.domain: m.state for m in record.members}
-    assert states == {first.name: "removed", doomed.name: "failed", third.name: "removed"}, (
-        record.describe(), warned,
-    )  # fmt: skip
+    # (libvirt may still snapshot the shut-off domain's disks: then that one is removed too)
+    assert states[first.name] == states[third.name] == "removed", (record.describe(), warned)
+    assert states[doomed.name] in ("failed", "removed") and doomed.dom.snapshotNum() == 0
     assert doomed.name in str(caught.value) and "no freeze is left behind" in str(caught.value)
     assert record.consistency == "failed"
     for d in (first, third):
