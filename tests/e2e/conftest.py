@@ -551,7 +551,8 @@ def doomed_domain(libvirt_conn, libvirt_daemon, guest_image, e2e_workdir) -> Ite
 @pytest.fixture
 def doomed_domains(libvirt_conn, libvirt_daemon, guest_image, e2e_workdir):
     """Factory: ``boot(count)`` boots that many short-lived guests (as doomed_domain), one
-    after another; all are removed after the test."""
+    after another; all are removed after the test.  It runs trio itself: an async test
+    calls it in a thread (``await trio.to_thread.run_sync(boot, 3)``)."""
     with contextlib.ExitStack() as stack:
 
         def boot(count: int) -> list[E2EDomain]:
