@@ -6,9 +6,10 @@ shell histories would keep it), ``fstrim``, ``timezone``, ``vcpus [--set N]``
 and ``shutdown|reboot|halt`` (guest-shutdown, which answers only on failure;
 confirmed on a terminal unless ``--yes``).
 
-This module registers them on :data:`~.agent.agent_group`, and is what the CLI
-loads for ``gagent agent`` (:data:`gagent.host.cli.SUBCOMMANDS`): the group's
-module does not import it back.  Like the simple queries, each runs on the
+This module registers them on :data:`~.agent.agent_group` (and ``--json``
+after every command of the group), and is what the CLI loads for ``gagent
+agent`` (:data:`gagent.host.cli.SUBCOMMANDS`): the group's module does not
+import it back.  Like the simple queries, each runs on the
 blocking client (no trio) on --socket or DOMAIN.
 """
 
@@ -281,3 +282,32 @@ def _power_command(name: str, mode: str, verb: str) -> None:
 
 for _name, (_mode, _verb) in POWER_MODES.items():
     _power_command(_name, _mode, _verb)
+
+
+# ------------------------------------------------- --json after the command too
+
+
+def _json_after(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_object(AgentOptions).output.as_json = True  # type: ignore[union-attr]
+
+
+def _accept_json_after(group: click.Group) -> None:
+    """``gagent agent vm1 info --json`` as ``gagent agent vm1 --json info``: every command
+    of the group takes --json (but exec, whose words after the program are its own)."""
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            _accept_json_after(command)
+        elif name != "exec" and not any(p.name == "as_json" for p in command.params):
+            command.params.append(
+                click.Option(
+                    ["--json", "as_json"],
+                    is_flag=True,
+                    expose_value=False,
+                    callback=_json_after,
+                    help="Print JSON (as --json before the command).",
+                )
+            )
+
+
+_accept_json_after(agent_group)

@@ -16,6 +16,7 @@ from gagent.host.channel_names import GAGENT_CHANNEL
 
 from .common import CommandTimeout, Output, parse_call, run_command, stop_signals_raise
 from .fanout import fan_out_options, parse_domains
+from .options import log_traffic
 from .views import VIEWS
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class AgentOptions:
             from gagent.client import open_agent
 
             async with open_agent(self.socket) as agent:
+                log_traffic(agent, self.target)
                 yield agent
         elif self.domain:
             from gagent.host.session import open_domain  # needs libvirt: import on use
@@ -68,6 +70,7 @@ class AgentOptions:
             async with open_domain(self.domain, uri=self.connect) as session:
                 self.retry = session.thaw_command(self.channel)
                 async with session.agent(self.transport, self.channel) as agent:
+                    log_traffic(agent, self.target)
                     yield agent
         else:
             raise UsageError("say which agent to talk to: DOMAIN or --socket PATH")
@@ -130,6 +133,7 @@ class AgentOptions:
         try:
             with stop_signals_raise(), opened as agent:
                 agent.commands.deadline = deadline  # type: ignore[attr-defined]
+                log_traffic(agent.commands, self.target)
                 return run_blocking(func(agent.commands))
         except AgentTimeout:
             raise CommandTimeout(seconds or 0, self.target) from None
@@ -154,6 +158,7 @@ class AgentOptions:
 
         async def work(session: Any) -> tuple[Any, int]:
             async with session.agent(self.transport, self.channel) as agent:
+                log_traffic(agent, session.name)
                 return await func(agent), 0
 
         return run_many(

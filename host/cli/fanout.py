@@ -29,7 +29,7 @@ import click
 from gagent.errors import GagentError, UsageError
 
 from .common import CommandTimeout, run_command
-from .render import _cell, render, to_jsonable
+from .render import _cell, json_result, render
 
 __all__ = ["DEFAULT_CONCURRENCY", "Outcome", "fan_out_options", "parse_domains", "run_many"]
 
@@ -56,7 +56,7 @@ class Outcome:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"domain": self.domain, "ok": self.ok}
         if self.ok:
-            out["result"] = to_jsonable(self.result)
+            out["result"] = json_result(self.result)
         else:
             out["error"] = self.error
         out["exit"] = self.exit

@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["format_table", "human_bytes", "render", "to_jsonable"]
+__all__ = ["format_table", "human_bytes", "json_result", "render", "to_jsonable"]
 
 
 def _is_record(value: Any) -> bool:
@@ -42,7 +42,14 @@ def to_jsonable(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(to_jsonable(value), indent=2, sort_keys=False)
+    """Indented JSON; a result that is nothing (ping, shutdown) is ``{}``, as the agent's
+    own empty reply, never ``null``."""
+    return json.dumps(json_result(value), indent=2, sort_keys=False)
+
+
+def json_result(value: Any) -> Any:
+    """A command's result as JSON: :func:`to_jsonable`, with nothing as ``{}``."""
+    return {} if value is None else to_jsonable(value)
 
 
 def human_bytes(count: int | None) -> str:

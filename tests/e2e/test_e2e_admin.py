@@ -9,6 +9,7 @@ read-only queries).  Every wait is bounded.
 
 from __future__ import annotations
 
+import base64
 import json
 import shlex
 import sys
@@ -51,9 +52,12 @@ done
 """
 
 
-async def gagent(domain, *argv: str, stdin: bytes | None = None) -> tuple[int, str, str]:
-    """``gagent agent DOMAIN -c URI ARGV...`` (stdin not a terminal): (rc, stdout, stderr)."""
-    command = [str(GAGENT), "agent", domain.name, "-c", domain.uri, *argv]
+async def gagent(
+    domain, *argv: str, stdin: bytes | None = None, before: tuple[str, ...] = ()
+) -> tuple[int, str, str]:
+    """``gagent BEFORE... agent DOMAIN -c URI ARGV...`` (stdin not a terminal):
+    (rc, stdout, stderr)."""
+    command = [str(GAGENT), *before, "agent", domain.name, "-c", domain.uri, *argv]
     with trio.fail_after(COMMAND_WITHIN):
         proc = await trio.run_process(
             command, stdin=stdin or b"", capture_stdout=True, capture_stderr=True, check=False
@@ -134,10 +138,15 @@ async def test_passwd_fstrim_then_shutdown(doomed_domain):
     await guest_output(domain, ["/bin/sh", "-c", install], input=CHPASSWD)
     before = await root_hash(domain)
     rc, out, err = await gagent(
-        domain, "passwd", "root", "--password-stdin", stdin=PASSWORD.encode() + b"\n"
-    )
-    assert (rc, err) == (0, "")
+        domain, "passwd", "root", "--password-stdin", stdin=PASSWORD.encode() + b"\n",
+        before=("-vv",),  # every request logged: the password must not be
+    )  # fmt: skip
+    assert rc == 0, err
     assert out == f"password of root set in domain {domain.name}\n"
+    sent = "-> guest-set-user-password {'username': 'root', 'password': '(redacted)'"
+    assert sent in err
+    assert PASSWORD not in err
+    assert base64.b64encode(PASSWORD.encode()).decode() not in err
     after = await root_hash(domain)
     assert after != before and after.startswith("$"), after
     # the guest's own crypt() agrees that this hash is of that password

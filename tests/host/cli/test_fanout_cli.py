@@ -78,7 +78,7 @@ def test_all_reports_every_running_domain_and_exits_with_the_worst(capsys, node)
     lines = json_lines(out)
     assert err == ""
     assert sorted(lines) == sorted(RUNNING)  # the stopped one is not running: not listed
-    assert lines["good1"]["ok"] and lines["good1"]["result"] is None
+    assert lines["good1"]["ok"] and lines["good1"]["result"] == {}
     assert (lines["good1"]["exit"], lines["good2"]["exit"]) == (0, 0)
     assert lines["dead"]["exit"] == 3 and "no agent socket at" in lines["dead"]["error"]
     assert lines["hung"]["exit"] == 4 and "timed out after 1s" in lines["hung"]["error"]

@@ -69,6 +69,14 @@ def test_simple_commands_on_a_socket_import_no_trio_lxml_libvirt(qemu_ga, argv):
     assert imported == []
 
 
+@pytest.mark.parametrize("before", [["-vv"], ["--json"], ["-c", "test:///default"]])
+def test_options_before_the_command_import_no_trio_lxml_libvirt(qemu_ga, before):
+    code, output, imported = imported_by(*before, "agent", "--socket", str(qemu_ga.socket_path),
+                                         "ping", "--json")  # fmt: skip
+    assert code == 0, output
+    assert imported == []
+
+
 @pytest.fixture
 def node_uri(qemu_ga, tmp_path: Path) -> str:
     """A test-driver node file (one process's hypervisor) with domain ``one``, whose

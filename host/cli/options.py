@@ -1,0 +1,181 @@
+"""Options every gagent command shares: ``-c/--connect``, ``--json`` and ``-v/--verbose``.
+
+virsh takes ``-c URI`` before the command (``gagent -c URI status vm1``);
+gagent takes it there and after the command, as each command's own
+``-c/--connect``.  The same goes for ``--json``.  Given before the command, the
+value becomes the default of the command's own option (click's ``default_map``,
+filled for the command typed and its subcommands): a value given after the
+command wins.  A command with no such option refuses it, in one line.
+
+``-v`` logs gagent's information to stderr; ``-vv`` adds every agent request
+and reply (:func:`log_traffic`), passwords redacted and long strings cut.
+
+Only click and logging are imported: the one-shot commands stay light.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from gagent.errors import UsageError
+
+if TYPE_CHECKING:
+    from gagent.commands import AgentCommands
+
+__all__ = ["GlobalOptions", "apply_global_options", "global_options", "log_traffic"]
+
+#: The logger of the agent traffic (``-vv``).
+traffic = logging.getLogger("gagent.traffic")
+#: A string longer than this is cut in the log (file contents, base64 payloads).
+LOGGED_STRING = 200
+#: What a password argument is logged as.
+REDACTED = "(redacted)"
+
+#: option names before the command -> the parameter name they fill in the command
+_INHERITED = {"connect": "-c/--connect", "as_json": "--json"}
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    """What was given before the command."""
+
+    connect: str | None = None
+    as_json: bool = False
+    verbose: int = 0
+
+
+def global_options(func: Any) -> Any:
+    """The options of ``gagent`` itself (before the command)."""
+    func = click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        help="Log to stderr: -v what gagent does, -vv also every agent request and reply "
+        "(passwords redacted).",
+    )(func)
+    func = click.option(
+        "--json", "as_json", is_flag=True, help="JSON output, for commands that have --json."
+    )(func)
+    return click.option(
+        "-c",
+        "--connect",
+        metavar="URI",
+        help="libvirt URI for the command (as virsh -c; the command's own -c wins).",
+    )(func)
+
+
+def apply_global_options(ctx: click.Context, options: GlobalOptions) -> None:
+    """Make ``options`` the defaults of the command about to run, and set up logging.
+
+    Called by the ``gagent`` group before its subcommand's context exists: the
+    subcommand (loaded by then) and its own subcommands get a ``default_map``
+    holding the values given, for the parameters they have.
+    """
+    ctx.obj = options
+    _configure_logging(options.verbose)
+    given = {name: value for name, value in vars(options).items() if name in _INHERITED and value}
+    if not given or ctx.invoked_subcommand is None:
+        return
+    group = ctx.command
+    assert isinstance(group, click.Group)
+    command = group.get_command(ctx, ctx.invoked_subcommand)
+    if command is None:
+        return
+    defaults, taken = _defaults_for(command, given)
+    untaken = sorted(set(given) - taken)
+    if untaken:
+        raise UsageError(
+            f"'gagent {ctx.invoked_subcommand}' takes no {_INHERITED[untaken[0]]}: leave it out"
+        )
+    ctx.default_map = {ctx.invoked_subcommand: defaults}
+
+
+def _defaults_for(command: click.Command, given: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+    """``command``'s default_map for the ``given`` values, and which of them it takes."""
+    names = {param.name for param in command.params}
+    defaults: dict[str, Any] = {name: value for name, value in given.items() if name in names}
+    taken = set(defaults)
+    for name, sub in getattr(command, "commands", {}).items():
+        sub_defaults, sub_taken = _defaults_for(sub, given)
+        if sub_defaults:
+            defaults[name] = sub_defaults
+        taken |= sub_taken
+    return defaults, taken
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """gagent's log lines on the stderr of the moment (one per process)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("gagent: %(levelname)s: %(name)s: %(message)s"))
+
+
+def _configure_logging(verbose: int) -> None:
+    """-v: INFO, -vv: DEBUG, on stderr; without -v, what an earlier run in this process
+    set (tests call main many times) is undone."""
+    logger = logging.getLogger("gagent")
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    if not verbose:
+        logger.setLevel(logging.NOTSET)
+        return
+    logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+
+
+# ------------------------------------------------------------- agent traffic
+
+
+def redacted(value: Any) -> Any:
+    """``value`` as logged: any ``password`` member replaced, long strings cut."""
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if "password" in str(key).lower() else redacted(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redacted(item) for item in value]
+    if isinstance(value, str) and len(value) > LOGGED_STRING:
+        return f"{value[:LOGGED_STRING]}... ({len(value)} chars)"
+    return value
+
+
+def log_traffic(agent: AgentCommands, name: str) -> None:
+    """With debug logging on, log each request ``agent`` sends and what comes back.
+
+    Wraps this one object's transport methods (``execute`` and
+    ``execute_decoded``, which every command goes through); nothing else changes.
+    """
+    if not traffic.isEnabledFor(logging.DEBUG):
+        return
+    execute, execute_decoded = agent.execute, agent.execute_decoded
+
+    async def logged(command: str, arguments: dict[str, Any] | None, send: Any) -> Any:
+        traffic.debug("%s -> %s %s", name, command, redacted(arguments or {}))
+        try:
+            reply = await send()
+        except Exception as exc:
+            traffic.debug("%s <- %s failed: %s", name, command, exc)
+            raise
+        shown = repr(reply)
+        if len(shown) > 4 * LOGGED_STRING:
+            shown = f"{shown[: 4 * LOGGED_STRING]}... ({len(shown)} chars)"
+        traffic.debug("%s <- %s %s", name, command, shown)
+        return reply
+
+    async def logged_execute(command: str, arguments: dict[str, Any] | None = None) -> Any:
+        return await logged(command, arguments, lambda: execute(command, arguments))
+
+    async def logged_decoded(command: str, arguments: dict[str, Any] | None, decoder: Any) -> Any:
+        return await logged(
+            command, arguments, lambda: execute_decoded(command, arguments, decoder)
+        )
+
+    agent.execute = logged_execute  # type: ignore[method-assign]
+    agent.execute_decoded = logged_decoded  # type: ignore[method-assign]
