@@ -34,6 +34,7 @@ from gagent.errors import (
 )
 
 from .common import CommandTimeout, Interrupted, say
+from .options import GlobalOptions, apply_global_options, global_options
 
 __all__ = ["cli", "main"]
 
@@ -210,8 +211,11 @@ def load_subcommand(name: str) -> click.Command:
     epilog=_exit_code_help(),
 )
 @click.version_option(package_name="gagent")
-def cli() -> None:
+@global_options
+@click.pass_context
+def cli(ctx: click.Context, connect: str | None, as_json: bool, verbose: int) -> None:
     """Talk to QEMU guest agents: channels, commands, freezes, inventory."""
+    apply_global_options(ctx, GlobalOptions(connect, as_json, verbose))
 
 
 def exit_code_for(error: BaseException) -> int:
