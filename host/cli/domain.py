@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -15,7 +16,7 @@ from gagent.errors import UsageError
 
 from .common import Output, run_command
 from .fanout import fan_out_options, human_line, parse_domains, run_many
-from .render import format_table
+from .render import format_table, to_jsonable
 
 T = TypeVar("T")
 
@@ -77,6 +78,7 @@ def channel_group() -> None:
 @force_option
 @connect_option
 @timeout_option
+@json_option
 def channel_add(
     domain: str,
     name: str | None,
@@ -87,6 +89,7 @@ def channel_add(
     force: bool,
     connect: str | None,
     timeout: float,
+    as_json: bool,
 ) -> None:
     """Add gagent's agent channel to DOMAIN (definition, and live if running).
 
@@ -110,9 +113,7 @@ def channel_add(
         ),
         timeout=timeout,
     )
-    if dry_run and result.diff:
-        click.echo(result.diff, nl=False)
-    click.echo(str(result))
+    _show_result(result, dry_run=dry_run, as_json=as_json)
 
 
 @channel_group.command("remove")
@@ -123,9 +124,10 @@ def channel_add(
 @force_option
 @connect_option
 @timeout_option
+@json_option
 def channel_remove(
     domain: str, name: str | None, no_live: bool, dry_run: bool, force: bool,
-    connect: str | None, timeout: float,
+    connect: str | None, timeout: float, as_json: bool,
 ) -> None:  # fmt: skip
     """Remove an agent channel from DOMAIN (refused where a manager owns it, unless --force)."""
     from gagent.host.channel import GAGENT_CHANNEL
@@ -143,6 +145,14 @@ def channel_remove(
         ),
         timeout=timeout,
     )
+    _show_result(result, dry_run=dry_run, as_json=as_json)
+
+
+def _show_result(result: Any, *, dry_run: bool, as_json: bool) -> None:
+    """What channel add/remove did: its lines (and a dry run's diff), or one JSON object."""
+    if as_json:
+        Output(True).emit(result)
+        return
     if dry_run and result.diff:
         click.echo(result.diff, nl=False)
     click.echo(str(result))
@@ -295,9 +305,11 @@ def _status_exit(report: dict[str, Any]) -> int:
     show_default=True,
     help="Seconds libvirt may take to connect, to start the watch and for each poll.",
 )
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, per change.")
 def watch(
-    domain: str | None, connect: str | None, duration: float, interval: float, timeout: float
-) -> None:
+    domain: str | None, connect: str | None, duration: float, interval: float, timeout: float,
+    as_json: bool,
+) -> None:  # fmt: skip
     """Stream channel state changes and lifecycle/agent events (all domains or DOMAIN)."""
     from gagent.host.virt import open_hypervisor
     from gagent.host.watch import ChangeEvent
@@ -325,7 +337,7 @@ def watch(
             click.echo(f"watching {domain or 'all domains'} on {hypervisor.uri}", err=True)
             with trio.move_on_after(duration or float("inf")):
                 async for change in receive:
-                    click.echo(str(change))
+                    click.echo(json.dumps(to_jsonable(change)) if as_json else str(change))
             nursery.cancel_scope.cancel()
 
     run_command(run, seconds=None, target="libvirt")

@@ -179,6 +179,20 @@ def test_channel_add_to_a_nova_domain_is_refused_unless_forced(capsys, conn, mak
     assert find_channel(xmls(conn, name)[1], GAGENT_CHANNEL) is not None
 
 
+def test_channel_add_and_remove_json(capsys, conn, make_domain):
+    name = make_domain(start=False)
+    code, out, err = run(capsys, "channel", "add", name, "-c", URI, "--json")
+    assert (code, err) == (0, "")
+    added = json.loads(out)
+    assert (added["domain"], added["changed"], added["live"]) == (name, True, False)
+    assert added["messages"][0].startswith(f"added channel {GAGENT_CHANNEL}")
+    code, out, err = run(capsys, "--json", "channel", "remove", name, "-c", URI)
+    assert (code, err) == (0, "")
+    removed = json.loads(out)
+    assert (removed["changed"], removed["diff"].startswith("--- current")) == (True, True)
+    assert find_channel(xmls(conn, name)[1], GAGENT_CHANNEL) is None
+
+
 @pytest.mark.parametrize("sub", ["add", "remove", "list"])
 def test_channel_unknown_domain_exit_8(capsys, sub):
     code, out, err = run(capsys, "channel", sub, "gagent-no-such-domain", "-c", URI)
@@ -261,9 +275,10 @@ def test_watch_for_a_while(capsys):
     assert err == f"watching all domains on {URI}\n"
 
 
-def test_watch_one_domain_prints_its_events(capsys, make_domain):
+@pytest.mark.parametrize("as_json", [False, True])
+def test_watch_one_domain_prints_its_events(capsys, make_domain, as_json):
     """'watch' runs trio in this thread: another thread pauses and resumes the domain
-    (through its own connection) until the command's time is up."""
+    (through its own connection) until the command's time is up; --json: one object a line."""
     name, other = make_domain(), make_domain()
     stop = threading.Event()
 
@@ -281,13 +296,19 @@ def test_watch_one_domain_prints_its_events(capsys, make_domain):
     thread = threading.Thread(target=toggle, daemon=True)
     thread.start()
     try:
-        code, out, err = run(capsys, "watch", name, "-c", URI, "--for", "1")
+        code, out, err = run(capsys, "watch", name, "-c", URI, "--for", "1", *["--json"][:as_json])
     finally:
         stop.set()
         thread.join(5)
     assert code == 0
     assert err == f"watching {name} on {URI}\n"
     lines = out.splitlines()
+    if as_json:
+        events = [json.loads(line) for line in lines]
+        assert {(e["domain"], e["subject"], e["new"]) for e in events} == {
+            (name, "lifecycle", "suspended"), (name, "lifecycle", "resumed"),
+        }  # fmt: skip
+        return
     assert any(re.fullmatch(rf"\d\d:\d\d:\d\d {name} lifecycle: suspended", x) for x in lines)
     assert any(line.endswith(f" {name} lifecycle: resumed") for line in lines)
     assert not any(other in line for line in lines)
