@@ -158,11 +158,13 @@ async def test_group_snapshot_is_a_consistent_cut_and_fails_safely(
           + ", ".join(f"{m['frozen_ms']:.1f}" for m in group["members"]))  # fmt: skip
 
     # the naive sequence: each domain on its own freeze, one after the other
-    naive = {}
+    naive, windows = {}, []
     for d in domains:
         code, out, err = gagent("snapshot", "create", d.name, "naive", "-c", uri, "--json")
         assert code == 0, err
         naive[d.name] = json.loads(out)["disks"][0]["backing"]
+        windows.append(json.loads(out)["freeze"]["window_ms"])
+    print("e2e: single snapshots frozen (ms): " + ", ".join(f"{w:.1f}" for w in windows))
 
     with trio.fail_after(BOUND):
         await trio.sleep(1.0)
