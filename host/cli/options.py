@@ -36,8 +36,9 @@ LOGGED_STRING = 200
 #: What a password argument is logged as.
 REDACTED = "(redacted)"
 
-#: option names before the command -> the parameter name they fill in the command
-_INHERITED = {"connect": "-c/--connect", "as_json": "--json"}
+#: GlobalOptions field -> the option of a command it is the default of (by its long name,
+#: whatever the parameter is called: exporter's repeatable -c is ``connects``)
+_INHERITED = {"connect": "--connect", "as_json": "--json"}
 
 
 @dataclass(frozen=True)
@@ -89,17 +90,21 @@ def apply_global_options(ctx: click.Context, options: GlobalOptions) -> None:
     defaults, taken = _defaults_for(command, given)
     untaken = sorted(set(given) - taken)
     if untaken:
-        raise UsageError(
-            f"'gagent {ctx.invoked_subcommand}' takes no {_INHERITED[untaken[0]]}: leave it out"
-        )
+        option = _INHERITED[untaken[0]]
+        shown = "-c/--connect" if option == "--connect" else option
+        raise UsageError(f"'gagent {ctx.invoked_subcommand}' takes no {shown}: leave it out")
     ctx.default_map = {ctx.invoked_subcommand: defaults}
 
 
 def _defaults_for(command: click.Command, given: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
     """``command``'s default_map for the ``given`` values, and which of them it takes."""
-    names = {param.name for param in command.params}
-    defaults: dict[str, Any] = {name: value for name, value in given.items() if name in names}
-    taken = set(defaults)
+    defaults: dict[str, Any] = {}
+    taken = set()
+    for name, value in given.items():
+        for param in command.params:
+            if param.name and _INHERITED[name] in getattr(param, "opts", ()):
+                defaults[param.name] = (value,) if param.multiple else value
+                taken.add(name)
     for name, sub in getattr(command, "commands", {}).items():
         sub_defaults, sub_taken = _defaults_for(sub, given)
         if sub_defaults:

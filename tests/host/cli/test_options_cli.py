@@ -140,3 +140,14 @@ def test_passwords_are_redacted_and_long_strings_cut():
     assert (shown["username"], shown["crypted"]) == ("root", False)
     assert shown["buf-b64"] == "A" * 200 + "... (1000 chars)"
     assert "c2VjcmV0" not in repr(shown)
+
+
+def test_connect_before_fills_a_repeatable_connect_as_one_value():
+    """exporter's -c is repeatable (its parameter is ``connects``): -c before it is one URI."""
+    from gagent.host.cli import load_subcommand
+    from gagent.host.cli.options import _defaults_for
+
+    defaults, taken = _defaults_for(load_subcommand("exporter"), {"connect": URI})
+    assert (defaults, taken) == ({"connects": (URI,)}, {"connect"})
+    defaults, taken = _defaults_for(load_subcommand("agent"), {"as_json": True})
+    assert defaults["as_json"] is True and defaults["fsfreeze"]["status"] == {"as_json": True}
