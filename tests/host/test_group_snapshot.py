@@ -235,3 +235,30 @@ async def test_a_thaw_that_cannot_be_confirmed_is_the_first_error(tmp_path: Path
     assert agents["db"].state == "thawed"
     for domain in domains.values():  # app's snapshot was made before its thaw failed: removed
         assert ("delete", ("g1", False)) in domain.calls
+
+
+async def test_group_delete_removes_each_member_snapshot_then_the_record(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from gagent.host import group_cleanup, session
+
+    with trio.fail_after(REAL_DEADLINE):
+        async with group_of(tmp_path, "db", "app") as (members, domains, _):
+            await snapshot_group(members, "g1", warn=print, store=tmp_path)
+
+            def reopen(ref: str, *, uri: str | None = None):  # by the stored UUID, on fake:///
+                domain = domains[ref.removeprefix("uuid-")]
+                return session.open_domain(ref, hypervisor=FakeHypervisor(domain))
+
+            monkeypatch.setattr(group_cleanup, "open_domain", reopen)
+            domains["app"].fail = HostError("deleting snapshot g1 of app: disk busy")
+            removed, left = await group_cleanup.delete_group_snapshot("g1", store=tmp_path)
+            assert [m.label for m in removed] == ["db"] and [m.label for m in left] == ["app"]
+            assert "gagent snapshot delete app -c fake:/// g1" in left[0].advice
+            stored = load_group("g1", tmp_path)  # kept, saying what is left
+            assert {m.label: m.state for m in stored.members} == {"db": "removed", "app": "kept"}
+            domains["app"].fail = None
+            removed, left = await group_cleanup.delete_group_snapshot("g1", store=tmp_path)
+    assert [m.label for m in removed] == ["app"] and left == []
+    assert load_group("g1", tmp_path) is None
+    assert all(("delete", ("g1", False)) in d.calls for d in domains.values())
