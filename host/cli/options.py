@@ -152,11 +152,14 @@ def redacted(value: Any) -> Any:
 
 
 def log_traffic(agent: AgentCommands, name: str) -> None:
-    """With debug logging on, log each request ``agent`` sends and what comes back.
+    """Log (info) which agent this is, and with debug logging on each request ``agent``
+    sends and what comes back.
 
     Wraps this one object's transport methods (``execute`` and
     ``execute_decoded``, which every command goes through); nothing else changes.
     """
+    route = getattr(agent, "name", None) or name
+    logging.getLogger("gagent.agent").info("talking to the agent of %s", route)
     if not traffic.isEnabledFor(logging.DEBUG):
         return
     execute, execute_decoded = agent.execute, agent.execute_decoded

@@ -114,9 +114,10 @@ def test_vv_logs_each_request_and_reply_and_plain_runs_do_not(capsys, agent):
     assert logging.getLogger("gagent").level == logging.NOTSET
 
 
-def test_v_logs_no_traffic(capsys, agent):
+def test_v_says_which_agent_and_logs_no_traffic(capsys, agent):
     code, out, err = run(capsys, "-v", *agent, "ping")
-    assert (code, out, err) == (0, "ok\n", "")
+    assert (code, out) == (0, "ok\n")
+    assert err.splitlines() == [f"gagent: INFO: gagent.agent: talking to the agent of {agent[-1]}"]
 
 
 def test_vv_logs_a_refusal_before_sending(capsys, agent):
