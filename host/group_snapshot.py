@@ -149,6 +149,9 @@ async def _coordinate(
             await task.frozen.wait()
         if not run.aborted and on_frozen is not None:
             await on_frozen()
+    except BaseException:  # (cancelled, or on_frozen failed): no member may start its call
+        run.abort("the group was interrupted")
+        raise
     finally:
         run.freeze_go.set()
         run.snapshot_go.set()

@@ -262,3 +262,16 @@ async def test_group_delete_removes_each_member_snapshot_then_the_record(
     assert [m.label for m in removed] == ["app"] and left == []
     assert load_group("g1", tmp_path) is None
     assert all(("delete", ("g1", False)) in d.calls for d in domains.values())
+
+
+async def test_on_frozen_failing_calls_the_group_off(tmp_path: Path) -> None:
+    async def fault() -> None:
+        raise RuntimeError("the application marker could not be written")
+
+    with trio.fail_after(REAL_DEADLINE):
+        async with group_of(tmp_path, "db", "app") as (members, domains, agents):
+            with pytest.raises(BaseExceptionGroup) as caught:  # (from the group's nursery)
+                await snapshot_group(members, "g1", warn=print, store=tmp_path, on_frozen=fault)
+    assert caught.group_contains(RuntimeError, match="application marker", depth=1)
+    assert all(fake.state == "thawed" for fake in agents.values())
+    assert all(not d.calls for d in domains.values())  # no snapshot was asked for
