@@ -149,7 +149,9 @@ def conclude(group: GroupRecord) -> None:
         group.window_start, group.window_end = window
         group.window_ms = (window[1].monotonic - window[0].monotonic) * 1000
     kept = [m for m in group.members if m.state == KEPT]
-    if len(kept) == len(group.members) and group.window_ms is not None and group.window_ms > 0:
+    at_rest = all(m.consistency == "offline" for m in kept)  # (no guest ran: nothing to freeze)
+    frozen_together = group.window_ms is not None and group.window_ms > 0
+    if len(kept) == len(group.members) and (frozen_together or at_rest):
         group.consistency = "consistent"
     else:
         group.consistency = "crash" if kept else "failed"

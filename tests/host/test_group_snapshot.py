@@ -275,3 +275,30 @@ async def test_on_frozen_failing_calls_the_group_off(tmp_path: Path) -> None:
     assert caught.group_contains(RuntimeError, match="application marker", depth=1)
     assert all(fake.state == "thawed" for fake in agents.values())
     assert all(not d.calls for d in domains.values())  # no snapshot was asked for
+
+
+def test_conclude() -> None:
+    from gagent.freeze import Instant
+    from gagent.host.group_record import GroupRecord, MemberRecord, conclude
+
+    def member(label: str, consistency: str, frozen: float | None, thaw: float | None):
+        return MemberRecord(
+            label, label, None, state="kept", consistency=consistency,
+            freeze_confirmed=None if frozen is None else Instant(frozen, frozen),
+            thaw_sent=None if thaw is None else Instant(thaw, thaw),
+        )  # fmt: skip
+
+    for members, consistency, window in (
+        ([member("a", "filesystem", 1.0, 1.5), member("b", "filesystem", 1.2, 1.4)],
+         "consistent", 200.0),
+        ([member("a", "filesystem", 1.0, 1.1), member("b", "filesystem", 1.2, 1.4)],
+         "crash", -100.0),  # a thawed before b froze: no common instant
+        ([member("a", "filesystem", 1.0, 1.5), member("b", "crash", None, None)], "crash", None),
+        ([member("a", "offline", None, None), member("b", "offline", None, None)],
+         "consistent", None),
+        ([member("a", "filesystem", 1.0, 1.5), member("b", "offline", None, None)],
+         "consistent", 500.0),
+    ):  # fmt: skip
+        group = GroupRecord("g", "require", members=members)
+        conclude(group)
+        assert group.consistency == consistency and group.window_ms == pytest.approx(window)
