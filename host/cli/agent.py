@@ -16,7 +16,7 @@ from gagent.host.channel_names import GAGENT_CHANNEL
 
 from .common import CommandTimeout, Output, parse_call, run_command, stop_signals_raise
 from .fanout import fan_out_options, parse_domains
-from .options import log_traffic
+from .options import connect_option, log_traffic
 from .views import VIEWS
 
 if TYPE_CHECKING:
@@ -210,12 +210,7 @@ class _AgentGroup(click.Group):
     metavar="PATH",
     help="Unix socket of the agent channel (as in the domain's <channel><source path=...>).",
 )
-@click.option(
-    "-c",
-    "--connect",
-    metavar="URI",
-    help="libvirt URI for DOMAIN (default: $LIBVIRT_DEFAULT_URI, else libvirt's default).",
-)
+@connect_option()
 @click.option(
     "--transport",
     type=click.Choice(["auto", "socket", "libvirt"]),

@@ -16,6 +16,7 @@ from gagent.errors import UsageError
 
 from .common import Output, run_command
 from .fanout import fan_out_options, human_line, parse_domains, run_many
+from .options import connect_option as shared_connect_option
 from .render import format_table, to_jsonable
 
 T = TypeVar("T")
@@ -26,12 +27,7 @@ STATUS_RESERVE = 0.2
 #: as in gagent.host.cli's table: the guest is frozen
 EXIT_GUEST_FROZEN = 13
 
-connect_option = click.option(
-    "-c",
-    "--connect",
-    metavar="URI",
-    help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else libvirt's default).",
-)
+connect_option = shared_connect_option()
 force_option = click.option(
     "--force",
     is_flag=True,

@@ -32,6 +32,7 @@ import click
 import trio
 
 from .common import CommandTimeout, run_command
+from .options import connect_option
 from .render import dumps, human_bytes
 
 __all__ = [
@@ -74,10 +75,8 @@ def _checks_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.argument("domain"),
         click.argument("dest_uri", metavar="DEST_URI"),
-        click.option(
-            "-c", "--connect", metavar="URI",
-            help="libvirt URI of the source (default: $LIBVIRT_DEFAULT_URI, else libvirt's).",
-        ),
+        connect_option("libvirt URI of the source (as virsh -c; default: $LIBVIRT_DEFAULT_URI, "
+                       "else libvirt's default)."),
         click.option(
             "--checks-dir", type=click.Path(file_okay=False, path_type=Path),
             help="Also run the executables in this directory (JSON context on stdin).",

@@ -27,7 +27,10 @@ from gagent.errors import UsageError
 if TYPE_CHECKING:
     from gagent.commands import AgentCommands
 
-__all__ = ["GlobalOptions", "apply_global_options", "global_options", "log_traffic"]
+__all__ = [
+    "CONNECT_HELP", "GlobalOptions", "apply_global_options", "connect_option", "global_options",
+    "log_traffic",
+]  # fmt: skip
 
 #: The logger of the agent traffic (``-vv``).
 traffic = logging.getLogger("gagent.traffic")
@@ -50,6 +53,15 @@ class GlobalOptions:
     verbose: int = 0
 
 
+#: What -c/--connect means, wherever a command takes it.
+CONNECT_HELP = "libvirt URI (as virsh -c; default: $LIBVIRT_DEFAULT_URI, else libvirt's default)."
+
+
+def connect_option(help: str = CONNECT_HELP) -> Any:
+    """A command's ``-c/--connect URI`` (its value then also comes from before the command)."""
+    return click.option("-c", "--connect", metavar="URI", help=help)
+
+
 def global_options(func: Any) -> Any:
     """The options of ``gagent`` itself (before the command)."""
     func = click.option(
@@ -62,12 +74,9 @@ def global_options(func: Any) -> Any:
     func = click.option(
         "--json", "as_json", is_flag=True, help="JSON output, for commands that have --json."
     )(func)
-    return click.option(
-        "-c",
-        "--connect",
-        metavar="URI",
-        help="libvirt URI for the command (as virsh -c; the command's own -c wins).",
-    )(func)
+    return connect_option("libvirt URI for the command, as virsh -c (the command's own -c wins).")(
+        func
+    )
 
 
 def apply_global_options(ctx: click.Context, options: GlobalOptions) -> None:
