@@ -36,13 +36,16 @@ class GroupDomain(FakeDomain):
         super().__init__(channels=channel(GAGENT_CHANNEL, str(sock)))
         self.name, self.uuid, self.group = name, f"uuid-{name}", group
         self.seen: dict[str, str] = {}
+        self.taken = trio.Event()
 
     async def xml(self, *, inactive: bool = False) -> str:
         return (await super().xml()).replace("<name>vm1</name>", f"<name>{self.name}</name>")
 
     async def snapshot_create_xml(self, xml: str, **flags: Any) -> str:
         self.seen = {name: fake.state for name, fake in self.group.items()}
-        return await super().snapshot_create_xml(xml, **flags)
+        made = await super().snapshot_create_xml(xml, **flags)
+        self.taken.set()
+        return made
 
 
 @contextlib.asynccontextmanager
@@ -159,10 +162,13 @@ async def test_prefer_keeps_the_group_labelled_crash(tmp_path: Path) -> None:
 async def test_cancelled_in_the_window_thaws_everyone_and_takes_nothing(tmp_path: Path) -> None:
     with trio.fail_after(REAL_DEADLINE):
         async with group_of(tmp_path, "db", "app") as (members, domains, agents):
-            with trio.move_on_after(0.5) as scope:
-                await snapshot_group(
-                    members, "g1", warn=print, store=tmp_path, on_frozen=trio.sleep_forever
-                )
+            with trio.CancelScope() as scope:
+
+                async def interrupt() -> None:  # Ctrl-C once every member is frozen
+                    scope.cancel()
+                    await trio.sleep_forever()
+
+                await snapshot_group(members, "g1", warn=print, store=tmp_path, on_frozen=interrupt)
     assert scope.cancelled_caught
     assert all(fake.state == "thawed" and fake.commands[-2:] == [THAW, "guest-fsfreeze-status"]
                for fake in agents.values())  # fmt: skip
@@ -174,7 +180,13 @@ async def test_cancelled_during_the_snapshots_removes_those_taken(tmp_path: Path
     with trio.fail_after(REAL_DEADLINE):
         async with group_of(tmp_path, "db", "app") as (members, domains, agents):
             domains["app"].delay = 30  # libvirt's call hangs: the command is interrupted
-            with trio.move_on_after(1):
+            async with trio.open_nursery() as nursery:
+
+                async def interrupt_once_db_is_taken() -> None:
+                    await domains["db"].taken.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(interrupt_once_db_is_taken)
                 await snapshot_group(members, "g1", warn=print, store=tmp_path)
     assert all(fake.state == "thawed" for fake in agents.values())
     assert ("delete", ("g1", False)) in domains["db"].calls  # db's was taken: removed
