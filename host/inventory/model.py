@@ -121,6 +121,8 @@ class Guest:
     agent: AgentData | None = None
     agent_status: str = AgentStatus.SKIPPED
     agent_error: str | None = None
+    #: who owns the domain's definition (oVirt/VDSM, OpenStack nova, KubeVirt), by its XML
+    manager: str | None = None
 
     def with_agent(self, status: str, data: AgentData | None = None, error: str | None = None):
         return replace(self, agent_status=status, agent=data, agent_error=error)
@@ -156,6 +158,7 @@ class Guest:
             "agent": None if self.agent is None else self.agent.to_json(),
             "agent_status": self.agent_status,
             "agent_error": self.agent_error,
+            "manager": self.manager,
         }
 
     @classmethod
@@ -178,6 +181,7 @@ class Guest:
             agent=None if agent is None else AgentData.from_json(agent),
             agent_status=value.get("agent_status", AgentStatus.SKIPPED),
             agent_error=value.get("agent_error"),
+            manager=value.get("manager"),
         )
 
 
@@ -185,8 +189,10 @@ def parse_domain_xml(xml: str | bytes, *, hypervisor: str, state: str) -> Guest:
     """The rscan fields of one domain from its XML (``virsh dumpxml``), read through the
     one read model of :mod:`gagent.host.domxml`."""
     from ..domxml import parse_domain
+    from ..managed import manager_of
 
     facts = parse_domain(xml)
+    manager = manager_of(facts)  # from the XML alone: vdsmd may run on another host
     memory = facts.memory_kib
     return Guest(
         type=facts.virt_type,
@@ -199,6 +205,7 @@ def parse_domain_xml(xml: str | bytes, *, hypervisor: str, state: str) -> Guest:
         disks=[d for d in (_disk(ref) for ref in facts.disks) if d is not None],
         uuid=facts.uuid or None,
         state=state,
+        manager=manager.name if manager else None,
     )
 
 

@@ -27,13 +27,14 @@ __all__ = [
 
 FORMATS = ("table", "wide", "json", "csv")
 TABLE_HEADERS = ["type", "name", "hypervisor", "id", "cpu", "memory", "nic", "disk"]
-WIDE_HEADERS = ["state", "agent", "hostname", "os", "addresses"]
+WIDE_HEADERS = ["state", "manager", "agent", "hostname", "os", "addresses"]
 
 
 def _wide(guest: Guest) -> list[str]:
     agent = guest.agent
     return [
         guest.state,
+        guest.manager or "",
         guest.agent_status,
         (agent.hostname if agent else None) or "",
         (agent.os if agent else None) or "",
@@ -147,6 +148,7 @@ def format_show(info: dict[str, Any]) -> str:
         for i, n in enumerate(guest.nics)
     ]
     pairs += [(f"disk {d.target or i}", f"{d.type} {d.source}") for i, d in enumerate(guest.disks)]
+    pairs += [("manager", guest.manager)] if guest.manager else []
     pairs.append(
         ("agent", guest.agent_status + (f" ({guest.agent_error})" if guest.agent_error else ""))
     )

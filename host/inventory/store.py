@@ -65,12 +65,17 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX scan_hypervisors_by_name ON scan_hypervisors (name, scan_id)",
         ],
     ),
+    (
+        3,
+        "who manages each guest (oVirt, nova, KubeVirt)",
+        ["ALTER TABLE guests ADD COLUMN manager TEXT"],
+    ),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 _GUEST_COLUMNS = (
     "name, hypervisor, type, dom_id, cpu, memory, uuid, state, nics, disks,"
-    " agent, agent_status, agent_error, scan_id, updated_at"
+    " agent, agent_status, agent_error, manager, scan_id, updated_at"
 )
 
 
@@ -224,14 +229,14 @@ class Store:
             now = _now()
             if plan.inserts:
                 db.executemany(
-                    f"INSERT INTO guests ({_GUEST_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+                    f"INSERT INTO guests ({_GUEST_COLUMNS}) VALUES ({', '.join('?' * 16)})",
                     [_guest_row(g, scan_id, now) for g in plan.inserts],
                 )
             if plan.updates:
                 db.executemany(
                     "UPDATE guests SET type = ?, dom_id = ?, cpu = ?, memory = ?, uuid = ?,"
                     " state = ?, nics = ?, disks = ?, agent = ?, agent_status = ?,"
-                    " agent_error = ?, scan_id = ?, updated_at = ?"
+                    " agent_error = ?, manager = ?, scan_id = ?, updated_at = ?"
                     " WHERE name = ? AND hypervisor = ?",
                     [
                         (*_guest_row(g, scan_id, now)[2:], g.name, g.hypervisor)
@@ -358,6 +363,7 @@ def _guest_row(g: Guest, scan_id: int, now: str) -> tuple[Any, ...]:
         None if g.agent is None else json.dumps(data["agent"]),
         g.agent_status,
         g.agent_error,
+        g.manager,
         scan_id,
         now,
     )
@@ -365,6 +371,7 @@ def _guest_row(g: Guest, scan_id: int, now: str) -> tuple[Any, ...]:
 
 def _guest_of(row: tuple[Any, ...]) -> Guest:
     name, hv, kind, dom_id, cpu, memory, uuid, state, nics, disks, agent, status, error = row[:13]
+    manager = row[13]
     return Guest.from_json(
         {
             "type": kind,
@@ -380,5 +387,6 @@ def _guest_of(row: tuple[Any, ...]) -> Guest:
             "agent": None if agent is None else json.loads(agent),
             "agent_status": status,
             "agent_error": error,
+            "manager": manager,
         }
     )

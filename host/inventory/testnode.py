@@ -38,6 +38,8 @@ class NodeDomain:
     #: file paths of disks
     disks: list[str] = field(default_factory=list)
     agent_socket: str | None = None
+    #: elements under <metadata> (a manager's, see gagent.host.managed)
+    metadata: str = ""
 
     def xml(self) -> str:
         uuid = self.uuid or str(uuid_module.uuid5(uuid_module.NAMESPACE_URL, f"gagent:{self.name}"))
@@ -58,10 +60,11 @@ class NodeDomain:
                 f"<target type='virtio' name='{GAGENT_CHANNEL}'/></channel>"
             )
         state = "" if self.running else f"<test:runstate>{_SHUTOFF}</test:runstate>"
+        metadata = f"<metadata>{self.metadata}</metadata>" if self.metadata else ""
         return (
             f"<domain type='test' xmlns:test='{_TEST_NS}'><name>{_text(self.name)}</name>"
             f"<uuid>{uuid}</uuid><memory unit='MiB'>{self.memory_mib}</memory>"
-            f"<vcpu>{self.cpu}</vcpu><os><type>hvm</type></os>"
+            f"<vcpu>{self.cpu}</vcpu><os><type>hvm</type></os>{metadata}"
             f"<devices>{''.join(devices)}</devices>{state}</domain>"
         )
 

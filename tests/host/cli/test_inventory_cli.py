@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -154,8 +155,35 @@ def test_json_and_csv_and_list_share_the_guest_shape(capsys, node, tmp_path):
     assert json.loads(out) == scanned
     _, out, _ = run(capsys, "list", "--db", db, "--format", "csv")
     header, row = out.splitlines()
-    assert header.startswith("type,name,hypervisor,id,cpu,memory,nic,disk,uuid,state,agent")
+    assert header.startswith("type,name,hypervisor,id,cpu,memory,nic,disk,uuid,state,manager,agent")
     assert row.startswith("test,vm1,h1,1,2,2048,br0/52:54:00:00:00:01,/d/vm1.img,")
+
+
+def test_the_manager_of_each_guest_is_kept_and_shown(capsys, node, tmp_path):
+    """Guests whose XML carries nova's or KubeVirt's metadata show who manages them."""
+    db = str(tmp_path / "inv.sqlite3")
+    nova = "<nova:instance xmlns:nova='http://openstack.org/xmlns/libvirt/nova/1.1'/>"
+    kubevirt = "<kubevirt xmlns='http://kubevirt.io'><uid>u</uid></kubevirt>"
+    h1 = node(
+        "h1",
+        NodeDomain("instance-0000002a", metadata=nova),
+        NodeDomain("default_vmi", metadata=kubevirt),
+        NodeDomain("plain"),
+    )
+    code, out, err = run(capsys, "scan", h1, "-w", "--db", db, "--format", "json")
+    assert code == 0, err
+    managers = {g["name"]: g["manager"] for g in json.loads(out)["guests"]}
+    assert managers == {
+        "instance-0000002a": "OpenStack nova", "default_vmi": "KubeVirt", "plain": None,
+    }  # fmt: skip
+    _, out, _ = run(capsys, "list", "--db", db, "--format", "wide")
+    header, *rows = out.splitlines()
+    column = header.index("manager")
+    assert {row.split()[1]: row[column:].split("   ")[0].strip() for row in rows} == {
+        "instance-0000002a": "OpenStack nova", "default_vmi": "KubeVirt", "plain": "",
+    }  # fmt: skip
+    _, out, _ = run(capsys, "show", "instance-0000002a", "--db", db)
+    assert re.search(r"^manager\s+OpenStack nova$", out, re.MULTILINE), out
 
 
 def test_show_and_diff(capsys, node, tmp_path):

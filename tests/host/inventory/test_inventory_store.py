@@ -23,6 +23,7 @@ from gagent.host.inventory import (
     StoreError,
 )
 from gagent.host.inventory.backends import open_backend
+from gagent.host.inventory.store import LATEST_VERSION
 
 
 def guest(name: str, hv: str, cpu: int = 2, memory: int = 2048, **kw) -> Guest:
@@ -208,9 +209,10 @@ def test_migrations_from_version_1_keep_the_data(db_target):
     )
     old.close()
     with Store.open(db_target) as store:
-        assert store.version() == 2
+        assert store.version() == LATEST_VERSION == 3
         (g,) = store.guests()
         assert (g.name, g.hypervisor, g.agent, g.agent_status) == ("kvm1", "h1", None, "skipped")
+        assert g.manager is None
 
 
 def test_a_newer_schema_is_refused(db_target):
@@ -236,7 +238,7 @@ def test_concurrent_first_opens_migrate_once(db_target):
         t.join()
     assert errors == []
     with Store.open(db_target) as store:
-        assert store.version() == 2
+        assert store.version() == LATEST_VERSION
 
 
 def test_a_failure_mid_scan_leaves_the_previous_state(store):
