@@ -25,6 +25,8 @@
      |    +-- AlreadyFrozen      our agent was frozen before we started
      |    +-- ThawUnconfirmed    THE GUEST MAY STILL BE FROZEN: names the command to run
      +-- SnapshotTimeout         libvirt's snapshot call outlived the freeze budget
+     +-- GroupAborted            a group snapshot stopped before any member froze (preflight)
+     +-- GroupSnapshotFailed     a group snapshot failed member by member (keeps the record)
      +-- StoreError              the inventory database failed or refused
      +-- ChannelEditConflict     another edit of the domain's channels held its lock or undid ours
      +-- LocalFileError          a copy could not read or write a file on this side (EACCES...)
@@ -33,13 +35,15 @@
      +-- UsageError              bad input from the caller (arguments, JSON, paths)
           +-- SocketPathRefused  a channel's socket path is a file or another domain's socket
           +-- DomainXmlError     not a well-formed libvirt domain XML (gagent.host.domxml)
+          +-- ManagedDomain      a manager (oVirt, nova, KubeVirt) owns the domain's definition
 
 This module defines the classes down to HostError, UsageError and
 LocalFileError.  The others live where they are raised (the core imports no
 libvirt code): GuestReplaceError in gagent.guest_replace, HostError's
 subclasses in gagent.host.virt, FreezeError's family in gagent.freeze,
 SnapshotTimeout in gagent.host.snapshot, StoreError in gagent.host.inventory,
-AgentTimeout in gagent.sync.
+AgentTimeout in gagent.sync, the group snapshot's in gagent.host.group_phases,
+ManagedDomain in gagent.host.managed.
 
 Errors keep their evidence: the command sent, its arguments (large payloads
 abbreviated), the agent's error class and description, and the raw reply.
