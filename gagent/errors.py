@@ -25,7 +25,7 @@
      |    +-- AlreadyFrozen      our agent was frozen before we started
      |    +-- ThawUnconfirmed    THE GUEST MAY STILL BE FROZEN: names the command to run
      +-- SnapshotTimeout         libvirt's snapshot call outlived the freeze budget
-     +-- GroupAborted            a group snapshot stopped before any member froze (preflight)
+     +-- GroupAborted            a group member gave up its snapshot because another failed
      +-- GroupSnapshotFailed     a group snapshot failed member by member (keeps the record)
      +-- StoreError              the inventory database failed or refused
      +-- ChannelEditConflict     another edit of the domain's channels held its lock or undid ours
