@@ -339,13 +339,20 @@ def error_from_reply(
     return kind(command, error_class, desc, arguments=arguments, reply=error)
 
 
+#: What an error keeps of a secret argument (guest-set-user-password's password).
+REDACTED = "(redacted)"
+
+
 def _abbreviate(arguments: dict[str, Any] | None, limit: int = 200) -> dict[str, Any] | None:
-    """Keep evidence small: long strings (base64 payloads) are cut."""
+    """Keep evidence small and free of secrets: a ``password`` member is replaced (errors
+    are printed, logged and kept by callers), long strings (base64 payloads) are cut."""
     if arguments is None:
         return None
     out: dict[str, Any] = {}
     for key, value in arguments.items():
-        if isinstance(value, str) and len(value) > limit:
+        if "password" in str(key).lower():
+            value = REDACTED
+        elif isinstance(value, str) and len(value) > limit:
             value = f"{value[:limit]}... ({len(value)} chars)"
         out[key] = value
     return out

@@ -108,3 +108,17 @@ def test_guest_is_frozen_advice_follows_a_target_set_later():
         "run 'gagent thaw vm1 -c qemu:///system'"
     )
     assert isinstance(error, errors.CommandUnavailable) and "\n" not in str(error)
+
+
+def test_an_error_keeps_no_password_whatever_its_length():
+    """guest-set-user-password's password (base64, often short) never stays in the evidence."""
+    from gagent.errors import REDACTED, error_from_reply
+
+    secret = "c2VjcmV0"  # base64 of a short password
+    error = error_from_reply(
+        "guest-set-user-password",
+        {"class": "GenericError", "desc": "chpasswd failed"},
+        arguments={"username": "root", "password": secret, "crypted": False},
+    )
+    assert error.arguments == {"username": "root", "password": REDACTED, "crypted": False}
+    assert secret not in repr(error.arguments) and secret not in str(error)
