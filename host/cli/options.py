@@ -80,20 +80,31 @@ def global_options(func: Any) -> Any:
 
 
 def apply_global_options(ctx: click.Context, options: GlobalOptions) -> None:
-    """Make ``options`` the defaults of the command about to run, and set up logging.
+    """Make ``options`` and the configuration files the defaults of the command about to
+    run, and set up logging.
 
     Called by the ``gagent`` group before its subcommand's context exists: the
     subcommand (loaded by then) and its own subcommands get a ``default_map``
-    holding the values given, for the parameters they have.
+    holding the values given, for the parameters they have.  A value given
+    before the command wins over a file's (:mod:`gagent.host.cli.config`); a
+    file's value goes only to the commands that have its option.
     """
     ctx.obj = options
     _configure_logging(options.verbose)
-    given = {name: value for name, value in vars(options).items() if name in _INHERITED and value}
-    if not given or ctx.invoked_subcommand is None:
+    if ctx.invoked_subcommand is None:
+        return
+    from .config import file_values, load_settings
+
+    name = ctx.invoked_subcommand
+    settings = load_settings()
+    given = {
+        field: value for field, value in vars(options).items() if field in _INHERITED and value
+    }
+    if not given and not settings:
         return
     group = ctx.command
     assert isinstance(group, click.Group)
-    command = group.get_command(ctx, ctx.invoked_subcommand)
+    command = group.get_command(ctx, name)
     if command is None:
         return
     defaults, taken = _defaults_for(command, given)
@@ -101,17 +112,32 @@ def apply_global_options(ctx: click.Context, options: GlobalOptions) -> None:
     if untaken:
         option = _INHERITED[untaken[0]]
         shown = "-c/--connect" if option == "--connect" else option
-        raise UsageError(f"'gagent {ctx.invoked_subcommand}' takes no {shown}: leave it out")
-    ctx.default_map = {ctx.invoked_subcommand: defaults}
+        raise UsageError(f"'gagent {name}' takes no {shown}: leave it out")
+    from_files, _ = _defaults_for(command, file_values(settings, name))
+    ctx.default_map = {name: _merged(from_files, defaults)}
+
+
+def _merged(under: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``under`` with ``over``'s values in its place (nested command tables merged)."""
+    merged = dict(under)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = _merged(merged[key], value)
+        merged[key] = value
+    return merged
 
 
 def _defaults_for(command: click.Command, given: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
-    """``command``'s default_map for the ``given`` values, and which of them it takes."""
+    """``command``'s default_map for the ``given`` values, and which of them it takes.
+
+    ``given`` is keyed by GlobalOptions field (``connect``) or by option long name
+    (``--timeout``, as the configuration files give them)."""
     defaults: dict[str, Any] = {}
     taken = set()
     for name, value in given.items():
+        option = _INHERITED.get(name, name)
         for param in command.params:
-            if param.name and _INHERITED[name] in getattr(param, "opts", ()):
+            if param.name and option in getattr(param, "opts", ()):
                 defaults[param.name] = (value,) if param.multiple else value
                 taken.add(name)
     for name, sub in getattr(command, "commands", {}).items():
