@@ -112,6 +112,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "Run a guest-agent command on DOMAIN (name, UUID or ID) or on --socket PATH.",
     ),
     "channel": ("domain:channel_group", "Add, remove or list a domain's agent channels."),
+    "config": (
+        "config:config_group",
+        "Show gagent's configuration (files, environment, defaults).",
+    ),
     "demo": (
         "demo:demo",
         "Show gagent on embedded defaults: a local qemu-ga (dangerous RPCs blocked) and "
