@@ -24,15 +24,14 @@ from gagent.freeze import DEFAULT_FREEZE_TIMEOUT, DEFAULT_THAW_TIMEOUT
 from gagent.host.channel import GAGENT_CHANNEL
 
 from .common import Output, run_command, say
+from .options import connect_option as shared_connect_option
 
 __all__ = ["fsfreeze_group", "snapshot_group", "thaw_command"]
 
 T = TypeVar("T")
 
 
-connect_option = click.option(
-    "-c", "--connect", metavar="URI", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI)."
-)
+connect_option = shared_connect_option()
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 transport_option = click.option(
     "--transport",
@@ -307,20 +306,18 @@ def snapshot_list(domain: str, connect: str | None, timeout: float, as_json: boo
 )
 @connect_option
 @timeout_option(300.0)
-def snapshot_delete(
-    domain: str, name: str, metadata_only: bool, connect: str | None, timeout: float
-) -> None:
+@json_option
+def snapshot_delete(domain: str, name: str, metadata_only: bool, connect: str | None,
+                    timeout: float, as_json: bool) -> None:  # fmt: skip
     """Delete snapshot NAME; libvirt >= 9.0 merges external overlays back (blockcommit)."""
     from .preflight import delete_with_record
 
-    message = _run(
-        lambda: _with_domain(
-            connect, domain, lambda dom: delete_with_record(dom, name, metadata_only=metadata_only)
-        ),
-        domain,
-        timeout,
-    )
-    click.echo(message)
+    async def delete(dom: Any) -> tuple[str, str]:
+        return dom.name, await delete_with_record(dom, name, metadata_only=metadata_only)
+
+    found, message = _run(lambda: _with_domain(connect, domain, delete), domain, timeout)
+    value = {"domain": found, "name": name, "metadata_only": metadata_only, "message": message}
+    Output(as_json).emit(value, lambda v: v["message"])
 
 
 async def _with_domain(connect: str | None, ref: str, func: Callable[[Any], Awaitable[T]]) -> T:

@@ -167,7 +167,8 @@ def _table(groups: list[Any]) -> str:
 @group_command.command("delete")
 @click.argument("name")
 @timeout_option(600.0)
-def group_delete(name: str, timeout: float) -> None:
+@json_option
+def group_delete(name: str, timeout: float, as_json: bool) -> None:
     """Delete every member snapshot of group NAME (libvirt merges the overlays back), then
     its record; a member that cannot be removed keeps the record, with the command to run."""
     from gagent.errors import HostError
@@ -176,11 +177,19 @@ def group_delete(name: str, timeout: float) -> None:
     removed, left = run_command(
         lambda: delete_group_snapshot(name), seconds=timeout, target=f"group {name}"
     )
-    for member in removed:
-        click.echo(f"{member.label}: deleted snapshot {name} of {member.domain}")
+    value = {
+        "name": name,
+        "deleted": not left,
+        "removed": [{"label": m.label, "domain": m.domain} for m in removed],
+        "left": [{"label": m.label, "domain": m.domain, "advice": m.advice} for m in left],
+    }
+    lines = [f"{m.label}: deleted snapshot {name} of {m.domain}" for m in removed]
+    if not left:
+        lines.append(f"deleted group snapshot {name}")
+    if as_json or lines:
+        Output(as_json).emit(value, lambda _: "\n".join(lines))
     if left:
         raise HostError(
             f"group {name}: could not delete the snapshot of "
             + "; ".join(f"{m.label} (run {m.advice})" for m in left)
         )
-    click.echo(f"deleted group snapshot {name}")

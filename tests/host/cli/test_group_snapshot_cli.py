@@ -101,6 +101,18 @@ def test_a_failing_snapshot_thaws_every_member_and_reports_each(capsys, tmp_path
         assert code == 2 and "no group snapshot named 'g1'" in err
 
 
+@pytest.mark.parametrize("json_where", ["after", "before"])
+def test_group_delete_json(capsys, tmp_path: Path, json_where: str) -> None:
+    with served_group(tmp_path, db=FreezableFake()) as uri:
+        assert run(capsys, "snapshot", "group", "create", "g1", "db", "-c", uri)[0] == 8
+        before, after = (["--json"], []) if json_where == "before" else ([], ["--json"])
+        code, out, err = run(capsys, *before, "snapshot", "group", "delete", "g1", *after)
+        assert (code, err) == (0, "")
+        # the member's snapshot failed: nothing of it to remove, the record goes
+        assert json.loads(out) == {"name": "g1", "deleted": True, "removed": [], "left": []}
+        assert run(capsys, "snapshot", "group", "list", "--json")[1] == "[]\n"
+
+
 def test_require_freezes_nothing_when_a_member_is_unreachable(capsys, tmp_path: Path) -> None:
     db = FreezableFake()
     with served_group(tmp_path, db=db, web=None) as uri:

@@ -111,13 +111,12 @@ def test_list_shows_records_of_snapshots_libvirt_does_not_keep(capsys, tmp_path,
         test_freeze_cli, "node_xml",
         lambda *a, **k: plain(*a, **k).replace("</name>", f"</name><uuid>{uuid}</uuid>", 1),
     )  # fmt: skip
+    record = ConsistencyRecord(
+        "vm1", uuid, "nometa", "crash", "prefer", created=1.0e9, metadata=False,
+        fallback="no agent", disks=[DiskConsistency("vda", "/o.qcow2", "/b", "crash")],
+    )  # fmt: skip
     with served(FreezableFake(), tmp_path) as uri:
-        write_record(
-            ConsistencyRecord(
-                "vm1", uuid, "nometa", "crash", "prefer", created=1.0e9, metadata=False,
-                fallback="no agent", disks=[DiskConsistency("vda", "/o.qcow2", "/b", "crash")],
-            )
-        )  # fmt: skip
+        write_record(record)
         code, out, err = run(capsys, "snapshot", "list", "vm1", "-c", uri)
         assert (code, err) == (0, "")
         header, row = out.splitlines()
@@ -131,6 +130,20 @@ def test_list_shows_records_of_snapshots_libvirt_does_not_keep(capsys, tmp_path,
         # libvirt knows nothing of it: delete forgets the record alone
         code, out, err = run(capsys, "snapshot", "delete", "vm1", "nometa", "-c", uri)
         assert (code, err) == (0, "") and out.startswith("forgot gagent's record of snapshot")
+        assert load_records(uuid) == {}
+        write_record(record)  # again, deleted with --json (after the command or before it)
+        for before, after in (([], ["--json"]), (["--json"], [])):
+            code, out, err = run(capsys, *before, "snapshot", "delete", "vm1", "nometa",
+                                 "-c", uri, *after)  # fmt: skip
+            if not before:
+                assert (code, err) == (0, "")
+                deleted = json.loads(out)
+                assert {k: deleted[k] for k in ("domain", "name", "metadata_only")} == {
+                    "domain": "vm1", "name": "nometa", "metadata_only": False,
+                }  # fmt: skip
+                assert deleted["message"].startswith("forgot gagent's record of snapshot")
+            else:  # nothing left to delete: the error is the command's, as without --json
+                assert code == 8 and out == "" and "nometa" in err
     assert load_records(uuid) == {}
 
 
