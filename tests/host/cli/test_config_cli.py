@@ -4,7 +4,10 @@ what wins over it, its errors, and ``gagent config show``; against libvirt's tes
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -203,3 +206,37 @@ def test_every_timeout_group_has_a_timeout_option():
         assert has_timeout(load_subcommand(name)), name
     untimed = [n for n in SUBCOMMANDS if n not in config_module.TIMEOUT_GROUPS]
     assert not [n for n in untimed if has_timeout(load_subcommand(n))]
+
+
+# ------------------------------------------------------------------ one-shot hygiene
+
+#: gagent's main in a fresh interpreter, then which of these modules it imported.
+WRAPPER = """
+import sys
+from gagent.host.cli import main
+code = main(sys.argv[1:])
+print("\\nIMPORTED " + " ".join(sorted({m for m in sys.modules} & {"tomllib", "trio", "lxml"})))
+sys.exit(code)
+"""
+
+
+def imported_by(env: dict[str, str], *argv: str) -> tuple[int, str, set[str]]:
+    proc = subprocess.run(
+        [sys.executable, "-c", WRAPPER, *argv], capture_output=True, text=True, timeout=60,
+        env={**os.environ, **env},
+    )  # fmt: skip
+    output, _, imported = proc.stdout.rpartition("\nIMPORTED ")
+    assert imported, proc.stderr
+    return proc.returncode, output + proc.stderr, set(imported.split())
+
+
+def test_a_one_shot_command_reads_a_config_file_only_when_there_is_one(qemu_ga, tmp_path):
+    argv = ["agent", "--socket", str(qemu_ga.socket_path), "ping"]
+    none = {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "GAGENT_CONFIG": ""}
+    if config_module.SYSTEM_CONFIG.exists():
+        pytest.skip(f"{config_module.SYSTEM_CONFIG} exists on this machine")
+    code, output, imported = imported_by(none, *argv)
+    assert (code, imported) == (0, set()), output
+    named = write(tmp_path / "c.toml", "[timeout]\nagent = 20\n")
+    code, output, imported = imported_by({"GAGENT_CONFIG": str(named)}, *argv)
+    assert (code, imported) == (0, {"tomllib"}), output  # read, and still no trio or lxml
