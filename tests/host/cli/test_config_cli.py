@@ -240,3 +240,13 @@ def test_a_one_shot_command_reads_a_config_file_only_when_there_is_one(qemu_ga, 
     named = write(tmp_path / "c.toml", "[timeout]\nagent = 20\n")
     code, output, imported = imported_by({"GAGENT_CONFIG": str(named)}, *argv)
     assert (code, imported) == (0, {"tomllib"}), output  # read, and still no trio or lxml
+
+
+def test_the_readmes_example_is_a_valid_file(capsys, config):
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = config(example)
+    settings = shown(capsys)
+    assert {key for key, s in settings.items() if s["source"] == str(path)} == {
+        "connect", "channel", "db", "hosts-file", "timeout.default", "timeout.snapshot",
+    }  # fmt: skip
