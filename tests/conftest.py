@@ -21,3 +21,10 @@ def _private_state_dir(tmp_path_factory):
     """gagent's state (snapshot consistency records) goes to a directory of the run's own,
     never to the machine's /var/lib/gagent (gagent commands run in subprocesses too)."""
     os.environ["GAGENT_STATE_DIR"] = str(tmp_path_factory.mktemp("gagent-state"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_configuration_file():
+    """No configuration file of the machine or the user (~/.config/gagent/config.toml,
+    /etc/gagent/config.toml) changes what the suite's commands do: /dev/null is read."""
+    os.environ["GAGENT_CONFIG"] = os.devnull
