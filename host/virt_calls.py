@@ -252,6 +252,19 @@ def read_domain_blocking(uri: str | None, ref: str) -> tuple[VirConnect, VirDoma
     return conn, dom, actual_uri, code, xml
 
 
+def domain_names_blocking(uri: str | None) -> list[str]:
+    """The names of every domain of ``uri``, on a read-only connection, blocking
+    (shell completion; the caller bounds it)."""
+    try:
+        conn = libvirt.openReadOnly(uri)
+        try:
+            return sorted(dom.name() for dom in conn.listAllDomains(0))
+        finally:
+            conn.close()
+    except libvirt.libvirtError as exc:
+        raise _host_error(exc, f"listing the domains of {uri or 'the default host'}") from None
+
+
 def agent_command_blocking(dom: VirDomain, request: str, wait_seconds: int, *, doing: str) -> str:
     """libvirt_qemu.qemuAgentCommand, blocking, failing with LibvirtAgentError."""
     try:

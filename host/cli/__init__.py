@@ -33,6 +33,7 @@ from gagent.errors import (
     UsageError,
 )
 
+from .addressing import usage_context
 from .common import CommandTimeout, Interrupted, say
 from .options import GlobalOptions, apply_global_options, global_options
 
@@ -273,24 +274,6 @@ def _single(group: BaseExceptionGroup) -> BaseException | None:
     return None
 
 
-def _context_of(error: click.UsageError) -> click.Context | None:
-    """The context the usage error is about.
-
-    Click's parser raises some errors (an option missing its value) without one:
-    then the innermost click frame that had a context was parsing for it.
-    """
-    if error.ctx is not None:
-        return error.ctx
-    found = None
-    tb = error.__traceback__
-    while tb is not None:
-        ctx = tb.tb_frame.f_locals.get("ctx")
-        if isinstance(ctx, click.Context):
-            found = ctx
-        tb = tb.tb_next
-    return found
-
-
 def _missing_command(error: click.UsageError, ctx: click.Context) -> bool:
     """Whether click stopped at a group that was given no subcommand.
 
@@ -309,7 +292,8 @@ def _missing_command(error: click.UsageError, ctx: click.Context) -> bool:
 
 def _usage_error(error: click.UsageError, words: list[str]) -> int:
     """Report a click usage error on one line, naming the --help of the subcommand typed."""
-    ctx = _context_of(error)
+    # click's parser raises a few errors (an option missing its value) without a context
+    ctx = error.ctx or usage_context(cli, words, "gagent")
     if ctx is None:
         print(f"gagent: error: {error.format_message().removesuffix('.')}", file=sys.stderr)
         return EXIT_USAGE

@@ -14,7 +14,9 @@ import click
 from gagent.errors import UsageError
 from gagent.host.channel_names import GAGENT_CHANNEL
 
+from .addressing import DomainFirstGroup
 from .common import CommandTimeout, Output, parse_call, run_command, stop_signals_raise
+from .completion import complete_domains
 from .fanout import fan_out_options, parse_domains
 from .options import connect_option, log_traffic
 from .views import VIEWS
@@ -174,36 +176,18 @@ class AgentOptions:
 
 pass_options = click.make_pass_decorator(AgentOptions)
 
-# Options of the group that take a value (to find the optional DOMAIN among the words).
-_VALUE_OPTIONS = {"--socket", "--timeout", "--connect", "-c", "--transport", "--channel",
-                  "--domains", "--concurrency"}  # fmt: skip
 #: Commands that change one guest, or read a local file once: never fanned out.
 _ONE_DOMAIN_ONLY = {"exec", "copy-to", "copy-from", "freeze", "thaw"}
 
 
-class _AgentGroup(click.Group):
-    """``gagent agent [DOMAIN] COMMAND``: DOMAIN is the first word that is not a command."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        words = list(args)
-        index = 0
-        while index < len(words):
-            word = words[index]
-            if word == "--":
-                break
-            if word in _VALUE_OPTIONS:
-                index += 2
-                continue
-            if word.startswith("-"):
-                index += 1
-                continue
-            if word not in self.commands:
-                ctx.meta["gagent.domain"] = words.pop(index)
-            break
-        return super().parse_args(ctx, words)
-
-
-@click.group("agent", cls=_AgentGroup, subcommand_metavar="[DOMAIN] COMMAND [ARGS]...")
+@click.group("agent", cls=DomainFirstGroup, subcommand_metavar="[DOMAIN] COMMAND [ARGS]...")
+@click.option(
+    "--domain",
+    metavar="DOMAIN",
+    shell_complete=complete_domains,
+    help="The domain (name, UUID or ID), also one named like a command: "
+    "'--domain info ping' (as 'gagent agent -- info ping').",
+)
 @click.option(
     "--socket",
     "socket_path",
@@ -237,6 +221,7 @@ class _AgentGroup(click.Group):
 @click.pass_context
 def agent_group(
     ctx: click.Context,
+    domain: str | None,
     socket_path: str | None,
     connect: str | None,
     transport: str,
@@ -251,6 +236,7 @@ def agent_group(
 
     \b
     gagent agent vm1 osinfo
+    gagent agent --domain info ping      (a domain named like a command)
     gagent agent --socket /run/vm1-agent.sock ping
     gagent agent --all --json ping
     """
@@ -258,7 +244,7 @@ def agent_group(
         socket=socket_path,
         timeout=timeout,
         output=Output(as_json),
-        domain=ctx.meta.get("gagent.domain"),
+        domain=domain,
         connect=connect,
         transport=transport,
         channel=channel,
