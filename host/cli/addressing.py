@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import click
+from click.shell_completion import CompletionItem
 
 __all__ = ["DomainFirstGroup", "usage_context"]
 
@@ -69,6 +70,17 @@ class DomainFirstGroup(click.Group):
             return not _left_after_options(self, scratch, words)
         except click.UsageError:  # '--channel --': the '--' was the option's value
             return False
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        """The commands and options, and before the command (no DOMAIN yet) what the
+        --domain option completes (domain names)."""
+        results = super().shell_complete(ctx, incomplete)
+        if ctx.params.get(DOMAIN_PARAM) or incomplete.startswith("-"):
+            return results
+        for param in self.get_params(ctx):
+            if param.name == DOMAIN_PARAM:
+                results += param.shell_complete(ctx, incomplete)
+        return results
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         positional, words = self.split_domain(ctx, args)

@@ -15,6 +15,7 @@ import trio
 from gagent.errors import UsageError
 
 from .common import Output, run_command
+from .completion import domain_argument
 from .fanout import fan_out_options, human_line, parse_domains, run_many
 from .options import connect_option as shared_connect_option
 from .render import format_table, to_jsonable
@@ -61,7 +62,7 @@ def channel_group() -> None:
 
 
 @channel_group.command("add")
-@click.argument("domain")
+@domain_argument()
 @click.option("--name", default=None, help="Virtio port name (default org.gagent.agent.0).")
 @click.option("--path", default=None, help="Socket path (default: libvirt chooses one).")
 @click.option(
@@ -113,7 +114,7 @@ def channel_add(
 
 
 @channel_group.command("remove")
-@click.argument("domain")
+@domain_argument()
 @click.option("--name", default=None, help="Virtio port name (default org.gagent.agent.0).")
 @click.option("--no-live", is_flag=True, help="Change the definition only, no hot-unplug.")
 @click.option("--dry-run", is_flag=True, help="Print the XML diff, change nothing.")
@@ -155,7 +156,7 @@ def _show_result(result: Any, *, dry_run: bool, as_json: bool) -> None:
 
 
 @channel_group.command("list")
-@click.argument("domain")
+@domain_argument()
 @connect_option
 @timeout_option
 @json_option
@@ -178,7 +179,7 @@ def channel_list(domain: str, connect: str | None, timeout: float, as_json: bool
 
 
 @click.command("status")
-@click.argument("domain", required=False, metavar="DOMAIN")  # unless --domains/--all
+@domain_argument(required=False, metavar="DOMAIN")  # unless --domains/--all
 @connect_option
 @json_option
 @click.option(
@@ -284,7 +285,7 @@ def _status_exit(report: dict[str, Any]) -> int:
 
 
 @click.command("watch")
-@click.argument("domain", required=False)
+@domain_argument(required=False)
 @connect_option
 @click.option(
     "--for",

@@ -32,6 +32,7 @@ import click
 import trio
 
 from .common import CommandTimeout, run_command
+from .completion import domain_argument
 from .options import connect_option
 from .render import dumps, human_bytes
 
@@ -73,7 +74,7 @@ def render_report(report: Any) -> str:
 
 def _checks_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.argument("domain"),
+        domain_argument(),
         click.argument("dest_uri", metavar="DEST_URI"),
         connect_option("libvirt URI of the source (as virsh -c; default: $LIBVIRT_DEFAULT_URI, "
                        "else libvirt's default)."),

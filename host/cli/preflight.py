@@ -17,6 +17,7 @@ import click
 from gagent.commands import AgentCommands
 
 from .common import Output, say
+from .completion import domain_argument
 from .freeze import (
     _run,
     connect_option,
@@ -57,7 +58,7 @@ async def before_freeze(
 
 
 @fsfreeze_group.command("check")
-@click.argument("domain")
+@domain_argument()
 @mountpoint_option
 @connect_option
 @transport_option

@@ -10,13 +10,14 @@ from typing import Any
 import click
 
 from .common import Output, run_command
+from .completion import domain_argument
 from .domain import DEFAULT_TIMEOUT, channel_group, connect_option, json_option
 
 __all__ = ["channel_probe"]
 
 
 @click.command("probe")
-@click.argument("domain", required=False)
+@domain_argument(required=False)
 @click.option(
     "--name",
     default=None,
