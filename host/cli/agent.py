@@ -19,6 +19,7 @@ from .common import CommandTimeout, Output, parse_call, run_command, stop_signal
 from .completion import complete_domains
 from .fanout import fan_out_options, parse_domains
 from .options import connect_option, log_traffic
+from .progress import Progress
 from .views import VIEWS
 
 if TYPE_CHECKING:
@@ -387,36 +388,10 @@ def exec_(options: AgentOptions, input_file: Any, argv: tuple[str, ...]) -> int:
     return 128 + (result.signal or 0)
 
 
-class _Progress:
-    """Bytes copied so far on one stderr line, when stderr is a terminal."""
-
-    def __init__(self, label: str):
-        self.label = label
-        self.shown = False
-
-    def __call__(self, done: int, total: int | None) -> None:
-        end = f"/{total}" if total else ""
-        print(f"\r{self.label}: {done}{end} bytes", end="", file=sys.stderr, flush=True)
-        self.shown = True
-
-    def finish(self) -> None:
-        if self.shown:  # end the line, also after a failure (its message comes next)
-            print(file=sys.stderr, flush=True)
-
-
-def _progress(label: str) -> _Progress | None:
-    return _Progress(label) if sys.stderr.isatty() else None
-
-
 def _copy(options: AgentOptions, label: str, copy: Callable[..., Awaitable[int]]) -> int:
-    progress = _progress(label)
-    try:
-        return options.run(
-            lambda agent: copy(agent, progress=progress), default_timeout=LONG_TIMEOUT
-        )
-    finally:
-        if progress is not None:
-            progress.finish()
+    with Progress(label) as progress:  # drawn on a terminal only; its line always ends
+        shown = progress if progress.enabled else None
+        return options.run(lambda agent: copy(agent, progress=shown), default_timeout=LONG_TIMEOUT)
 
 
 def _octal_mode(text: str | None) -> int | None:

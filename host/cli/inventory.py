@@ -17,6 +17,8 @@ import trio
 
 from gagent.errors import UsageError
 
+from .progress import Progress, human_count
+
 EXIT_HOST = 8  # as gagent.host.cli.EXIT_HOST: some hypervisor could not be scanned
 
 db_option = click.option(
@@ -110,7 +112,6 @@ def scan_command(
     """
     from gagent.host.inventory import Mode, Store, parse_targets, scan_hypervisors
     from gagent.host.inventory.report import (
-        ProgressLine,
         format_guests,
         scan_json,
         summary_lines,
@@ -123,10 +124,10 @@ def scan_command(
     fmt = "json" if as_json else fmt
     targets = parse_targets(list(uris), hosts_file)
     store = Store.open(db, busy_timeout=busy_timeout) if mode is not None else None
-    progress = ProgressLine(sys.stderr) if sys.stderr.isatty() else None
+    progress = Progress("scanning hypervisors", human=human_count)  # on a terminal only
     started = time.monotonic()
     try:
-        try:
+        with progress:
             result = trio.run(
                 lambda: scan_hypervisors(
                     targets,
@@ -134,12 +135,9 @@ def scan_command(
                     agent_timeout=agent_timeout,
                     concurrency=concurrency,
                     host_timeout=host_timeout,
-                    on_progress=progress,
+                    on_progress=_show_scan(progress),
                 )
             )
-        finally:
-            if progress is not None:
-                progress.clear()
         seconds = time.monotonic() - started
         applied = store.apply_scan(result, mode) if store is not None and mode else None
     finally:
@@ -159,6 +157,17 @@ def scan_command(
         if db is not None and mode is None:
             _echo_err("not stored: --db is used with -w/--write, -u/--update or -n/--new")
     return EXIT_HOST if result.failed else 0
+
+
+def _show_scan(progress: Progress) -> Any:
+    """A scan's progress: hypervisors done of all, then guests and agents."""
+    if not progress.enabled:
+        return None
+    return lambda p: progress(
+        p.hypervisors_done,
+        p.hypervisors_total,
+        f"{p.guests} guests, agents {p.agents_done}/{p.agents_total}",
+    )
 
 
 def _where(store: Any) -> str:

@@ -34,7 +34,8 @@ import trio
 from .common import CommandTimeout, run_command
 from .completion import domain_argument
 from .options import connect_option
-from .render import dumps, human_bytes
+from .progress import Progress, style
+from .render import dumps
 
 __all__ = [
     "EXIT_CHECK_FAILED",
@@ -64,7 +65,7 @@ def render_report(report: Any) -> str:
     lines = [f"Pre-migration checks of {report.domain}: {report.source_uri} -> "
              f"{report.destination_uri}"]  # fmt: skip
     for o in report.outcomes:
-        status = click.style(f"{o.status.value:<7}", fg=_COLORS[o.status.value])
+        status = style(f"{o.status.value:<7}", fg=_COLORS[o.status.value])
         lines.append(f"  {status}  {o.name:<{width}}  {o.message}")
     counts = report.counts()
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
@@ -204,18 +205,11 @@ def migrate_check(
     return _decision_code(decision)
 
 
-def _progress_printer() -> Callable[[Any], None]:
-    def show(progress: Any) -> None:
-        seconds = progress.elapsed_ms / 1000
-        if progress.data_total:
-            done = progress.data_processed / progress.data_total * 100
-            text = (
-                f"{done:5.1f}% ({human_bytes(progress.data_processed)} of "
-                f"{human_bytes(progress.data_total)}, {seconds:.1f}s)"
-            )
-        else:
-            text = f"{seconds:.1f}s"
-        click.echo(f"\rmigrating: {text}   ", nl=False, err=True)
+def _show_migration(progress: Progress) -> Callable[[Any], None]:
+    """The migration job's progress (bytes of the data, when libvirt knows it) on ``progress``."""
+
+    def show(job: Any) -> None:
+        progress(job.data_processed, job.data_total or None, f"{job.elapsed_ms / 1000:.1f}s")
 
     return show
 
@@ -267,7 +261,6 @@ def migrate(
     checks = collect_checks(checks_dir=checks_dir, plugins=not no_plugins, skip=skip)
     options = MigrationOptions(live, persistent, undefine_source, copy_storage)
     ask = _interactive() and not as_json
-    show_progress = sys.stderr.isatty() and not as_json
     out: dict[str, Any] = {}
 
     async def run() -> int:
@@ -287,17 +280,18 @@ def migrate(
             if decision is not Decision.PROCEED:
                 _explain(decision, report, acting=True)
                 return _decision_code(decision)
-            try:
-                progress = _progress_printer() if show_progress else None
-                result = await run_migration(ctx, uri=migrate_uri, on_progress=progress)
-            except HostError as exc:
-                if show_progress:
-                    click.echo(err=True)
-                out["error"] = str(exc)
-                click.echo(f"gagent: error: migration failed: {exc}", err=True)
-                return EXIT_MIGRATION_FAILED
-            if show_progress:
-                click.echo(err=True)
+            with Progress("migrating") as progress:  # on a terminal; its line always ends
+                try:
+                    result = await run_migration(
+                        ctx,
+                        uri=migrate_uri,
+                        on_progress=None if as_json else _show_migration(progress),
+                    )
+                except HostError as exc:
+                    progress.finish()
+                    out["error"] = str(exc)
+                    click.echo(f"gagent: error: migration failed: {exc}", err=True)
+                    return EXIT_MIGRATION_FAILED
             out["migration"] = result
             if not as_json:
                 click.echo(

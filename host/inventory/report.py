@@ -5,20 +5,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from .model import Guest
 from .modes import Conflict
 from .store import Applied
 
 if TYPE_CHECKING:  # the scan needs libvirt; listing what is stored does not
-    from .scan import ScanProgress, ScanResult
+    from .scan import ScanResult
 
 __all__ = [
     "FORMATS",
-    "ProgressLine",
     "format_guests",
     "format_show",
     "scan_json",
@@ -185,34 +183,3 @@ def _usage(fs: dict[str, Any]) -> str:
         return "-"
     gib = 1024**3
     return f"{used / gib:.1f}/{total / gib:.1f} GiB used"
-
-
-class ProgressLine:
-    """One self-rewriting status line on a terminal (at most 10 redraws a second)."""
-
-    def __init__(self, stream: TextIO):
-        self.stream = stream
-        self._last = 0.0
-        self._drawn = False
-
-    def __call__(self, p: ScanProgress) -> None:
-        now = time.monotonic()
-        final = p.hypervisors_done == p.hypervisors_total and p.agents_done == p.agents_total
-        if not final and now - self._last < 0.1:
-            return
-        self._last = now
-        width = 20
-        filled = width * p.hypervisors_done // max(1, p.hypervisors_total)
-        bar = "#" * filled + "." * (width - filled)
-        text = (
-            f"[{bar}] {p.hypervisors_done}/{p.hypervisors_total} hypervisors, "
-            f"{p.guests} guests, agents {p.agents_done}/{p.agents_total}"
-        )
-        self.stream.write("\r\x1b[K" + text)
-        self.stream.flush()
-        self._drawn = True
-
-    def clear(self) -> None:
-        if self._drawn:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()

@@ -261,7 +261,8 @@ def test_progress_on_a_terminal_only(node):
         if secondary >= 0:
             os.close(secondary)
     assert b"vm1" in out and b"\r" not in out
-    assert b"hypervisors" in tty_err and b"\r\x1b[K" in tty_err
+    assert b"scanning hypervisors" in tty_err and b"100%  1 of 1, 1 guests" in tty_err
+    assert b"\r\nscanned 1 hypervisor(s)" in tty_err  # the progress line was ended
     piped = subprocess.run(
         [sys.executable, "-c", RUN_CLI, "inventory", "scan", h1], capture_output=True, timeout=60
     )
