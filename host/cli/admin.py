@@ -24,6 +24,7 @@ import click
 
 from gagent.errors import AgentError, UsageError
 
+from . import agent_files as _registers_exec_and_copies  # noqa: F401
 from .agent import AgentOptions, agent_group, pass_options
 from .common import say
 from .render import format_table, human_bytes
