@@ -24,6 +24,7 @@ from gagent.freeze import DEFAULT_FREEZE_TIMEOUT, DEFAULT_THAW_TIMEOUT
 from gagent.host.channel import GAGENT_CHANNEL
 
 from .common import Output, run_command, say
+from .completion import domain_argument
 from .options import connect_option as shared_connect_option
 
 __all__ = ["fsfreeze_group", "snapshot_group", "thaw_command"]
@@ -101,7 +102,7 @@ def fsfreeze_group() -> None:
 
 
 @fsfreeze_group.command("freeze")
-@click.argument("domain")
+@domain_argument()
 @mountpoint_option
 @allow_nothing_option
 @freeze_timeout_option
@@ -141,7 +142,7 @@ def fsfreeze_freeze(domain: str, mountpoints: tuple[str, ...], allow_nothing_fro
 
 
 @fsfreeze_group.command("thaw")
-@click.argument("domain")
+@domain_argument()
 @thaw_timeout_option
 @connect_option
 @transport_option
@@ -168,7 +169,7 @@ def fsfreeze_thaw(domain: str, thaw_timeout: float, connect: str | None, transpo
 
 
 @fsfreeze_group.command("status")
-@click.argument("domain")
+@domain_argument()
 @connect_option
 @transport_option
 @timeout_option(10.0)
@@ -194,7 +195,7 @@ def snapshot_group() -> None:
 
 
 @snapshot_group.command("create")
-@click.argument("domain")
+@domain_argument()
 @click.argument("name")
 @click.option(
     "--disk",
@@ -284,7 +285,7 @@ def snapshot_create(domain: str, name: str, disks: tuple[str, ...], no_quiesce: 
 
 
 @snapshot_group.command("list")
-@click.argument("domain")
+@domain_argument()
 @connect_option
 @timeout_option(30.0)
 @json_option
@@ -297,7 +298,7 @@ def snapshot_list(domain: str, connect: str | None, timeout: float, as_json: boo
 
 
 @snapshot_group.command("delete")
-@click.argument("domain")
+@domain_argument()
 @click.argument("name")
 @click.option(
     "--metadata-only",
@@ -331,7 +332,7 @@ async def _with_domain(connect: str | None, ref: str, func: Callable[[Any], Awai
 
 
 @click.command("thaw")
-@click.argument("domain")
+@domain_argument()
 @thaw_timeout_option
 @connect_option
 @click.option(

@@ -60,6 +60,9 @@ def test_bash_source_is_clicks_script():
         "gagent channel list ",
         "gagent agent --domain ",
         "gagent migrate-check ",
+        "gagent fsfreeze status ",
+        "gagent snapshot create ",
+        "gagent thaw ",
     ],
 )
 def test_domain_arguments_complete_from_the_default_uri(line):
