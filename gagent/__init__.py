@@ -7,6 +7,19 @@ guest-side helper.
 The trio client is imported lazily: ``gagent.guest`` lives inside this package
 and runs on guests that have no trio, and ``gagent.protocol``/``gagent.errors``
 are sans-IO.
+
+Public API (the names below load on first use; ``dir(gagent)`` lists them):
+
+* ``open_agent(path)`` -> :class:`Agent`, the typed commands over a unix socket
+  (``async with``); ``open_agent_over(stream)``, ``connect_unix(path)``;
+* ``frozen(agent)``: an ``async with`` block during which the guest's filesystems
+  are frozen, always thawed after (shielded, bounded, confirmed);
+* ``run_program(agent, argv)`` -> :class:`ProgramResult`;
+  ``copy_to_guest``/``copy_from_guest`` for files;
+* :mod:`gagent.sync`: the same commands for blocking callers
+  (``with gagent.sync.open_agent(path) as agent: agent.osinfo()``);
+* :mod:`gagent.host`: libvirt domains (``open_domain_agent``, ``open_domain``...);
+* the error tree, rooted at :class:`GagentError` (:mod:`gagent.errors`).
 """
 
 import logging
@@ -32,10 +45,20 @@ logging.getLogger("gagent").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from .client import Agent, connect_unix, open_agent, open_agent_over
+    from .freeze import frozen
+    from .programs import ProgramResult, run_program
+    from .transfer import copy_from_guest, copy_to_guest
 
 __version__ = "0.1.0"
 
-_CLIENT_NAMES = frozenset({"Agent", "connect_unix", "open_agent", "open_agent_over"})
+#: The public names that import trio (or more), loaded on first use: module -> names.
+_LAZY = {
+    "client": ("Agent", "connect_unix", "open_agent", "open_agent_over"),
+    "freeze": ("frozen",),
+    "programs": ("ProgramResult", "run_program"),
+    "transfer": ("copy_from_guest", "copy_to_guest"),
+}
+_LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
 
 __all__ = [
     "Agent",
@@ -48,17 +71,27 @@ __all__ = [
     "FrozenStateViolation",
     "GagentError",
     "GuestFrozen",
+    "ProgramResult",
     "ProtocolError",
     "ReplyTooLarge",
     "connect_unix",
+    "copy_from_guest",
+    "copy_to_guest",
+    "frozen",
     "open_agent",
     "open_agent_over",
+    "run_program",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _CLIENT_NAMES:
-        from . import client
+    module = _LAZY_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gagent' has no attribute {name!r}")
+    import importlib
 
-        return getattr(client, name)
-    raise AttributeError(f"module 'gagent' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_NAMES))

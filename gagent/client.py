@@ -162,6 +162,7 @@ class Agent(CodecTransport):
             self._conn.command_done_without_reply()
 
     async def aclose(self) -> None:
+        """Close the connection (``async with`` does it)."""
         await self.stream.aclose()
 
     # ------------------------------------------------------------------ internals

@@ -223,9 +223,12 @@ class AgentCommands(GuestIOCommands):
     # ------------------------------------------------------------------- basics
 
     async def ping(self) -> None:
+        """guest-ping: the agent answers (a frozen guest's agent answers too)."""
         await self.call("guest-ping")
 
     async def info(self) -> AgentInfo:
+        """guest-info: the agent's version and its commands, enabled or not (kept for the
+        checks that refuse disabled commands locally)."""
         # The decoder keeps the last reply: the same bytes again cost no decoding.
         self._info = info = await self.call_typed("guest-info")
         return info
@@ -233,15 +236,19 @@ class AgentCommands(GuestIOCommands):
     # ------------------------------------------------------------------- system
 
     async def osinfo(self) -> OSInfo:
+        """guest-get-osinfo: the guest's operating system (name, version, kernel, machine)."""
         return await self.call_typed("guest-get-osinfo")
 
     async def host_name(self) -> str:
+        """guest-get-host-name: the host name the guest reports."""
         return await self.call_typed("guest-get-host-name")
 
     async def users(self) -> list[GuestUser]:
+        """guest-get-users: users logged in to the guest, with their login times."""
         return await self.call_typed("guest-get-users")
 
     async def timezone(self) -> Timezone:
+        """guest-get-timezone: the guest's time zone (name and offset from UTC, seconds)."""
         return await self.call_typed("guest-get-timezone")
 
     async def time(self) -> int:
@@ -257,9 +264,11 @@ class AgentCommands(GuestIOCommands):
     # ----------------------------------------------------------------- hardware
 
     async def network_interfaces(self) -> list[NetworkInterface]:
+        """guest-network-get-interfaces: interfaces with their addresses and counters."""
         return await self.call_typed("guest-network-get-interfaces")
 
     async def vcpus(self) -> list[VCpu]:
+        """guest-get-vcpus: the guest's logical CPUs, online or not."""
         return await self.call_typed("guest-get-vcpus")
 
     async def set_vcpus(self, vcpus: Iterable[VCpu]) -> int:
@@ -270,6 +279,7 @@ class AgentCommands(GuestIOCommands):
         return await self.call_typed("guest-set-vcpus", arguments)
 
     async def memory_blocks(self) -> list[MemoryBlock]:
+        """guest-get-memory-blocks: the guest's memory blocks, online or not."""
         return await self.call_typed("guest-get-memory-blocks")
 
     async def set_memory_blocks(self, blocks: Iterable[MemoryBlock]) -> list[MemoryBlockResult]:
@@ -280,9 +290,11 @@ class AgentCommands(GuestIOCommands):
         return await self.call_typed("guest-set-memory-blocks", arguments)
 
     async def memory_block_info(self) -> MemoryBlockInfo:
+        """guest-get-memory-block-info: the size of one memory block."""
         return await self.call_typed("guest-get-memory-block-info")
 
     async def cpustats(self) -> list[CpuStats]:
+        """guest-get-cpustats: per-CPU time counters (Linux guests)."""
         return await self.call_typed("guest-get-cpustats")
 
     async def devices(self) -> list[DeviceInfo]:
@@ -292,12 +304,15 @@ class AgentCommands(GuestIOCommands):
     # -------------------------------------------------------------- filesystems
 
     async def fsinfo(self) -> list[FilesystemInfo]:
+        """guest-get-fsinfo: mounted filesystems, their disks and usage."""
         return await self.call_typed("guest-get-fsinfo")
 
     async def disks(self) -> list[DiskInfo]:
+        """guest-get-disks: block devices the guest sees (with SMART data where it has it)."""
         return await self.call_typed("guest-get-disks")
 
     async def diskstats(self) -> list[DiskStatsInfo]:
+        """guest-get-diskstats: per-disk I/O counters (Linux guests)."""
         return await self.call_typed("guest-get-diskstats")
 
     async def fstrim(self, minimum: int | None = None) -> list[FstrimResult]:

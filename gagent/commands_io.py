@@ -60,6 +60,7 @@ class GuestIOCommands:
     async def file_seek(
         self, handle: int, offset: int, whence: SeekWhence | str = "set"
     ) -> FileSeek:
+        """guest-file-seek: move ``handle``'s position (``whence``: set, cur or end)."""
         from .fs_types import SeekWhence
 
         try:
@@ -74,9 +75,11 @@ class GuestIOCommands:
         return await self.call_typed("guest-file-seek", arguments)
 
     async def file_flush(self, handle: int) -> None:
+        """guest-file-flush: flush what was written to ``handle``."""
         await self.call("guest-file-flush", {"handle": _int(handle, "handle")})
 
     async def file_close(self, handle: int) -> None:
+        """guest-file-close: close ``handle`` in the guest."""
         await self.call("guest-file-close", {"handle": _int(handle, "handle")})
 
     # --------------------------------------------------------------------- exec
@@ -129,6 +132,7 @@ class GuestIOCommands:
         await self.call("guest-set-user-password", arguments)
 
     async def ssh_get_authorized_keys(self, username: str) -> list[str]:
+        """guest-ssh-get-authorized-keys: the user's authorized public keys."""
         arguments = {"username": _str(username, "username")}
         return await self.call_typed("guest-ssh-get-authorized-keys", arguments)
 
@@ -145,6 +149,7 @@ class GuestIOCommands:
         await self.call("guest-ssh-add-authorized-keys", arguments)
 
     async def ssh_remove_authorized_keys(self, username: str, keys: Iterable[str]) -> None:
+        """guest-ssh-remove-authorized-keys: remove ``keys`` from the user's authorized_keys."""
         arguments = {"username": _str(username, "username"), "keys": _strings(keys, "keys")}
         await self.call("guest-ssh-remove-authorized-keys", arguments)
 
@@ -161,10 +166,13 @@ class GuestIOCommands:
         await self.call("guest-shutdown", {"mode": mode.value})
 
     async def suspend_disk(self) -> None:
+        """guest-suspend-disk: hibernate the guest (success is silence)."""
         await self.call("guest-suspend-disk")
 
     async def suspend_ram(self) -> None:
+        """guest-suspend-ram: suspend the guest to RAM (success is silence)."""
         await self.call("guest-suspend-ram")
 
     async def suspend_hybrid(self) -> None:
+        """guest-suspend-hybrid: save to disk, then suspend to RAM (success is silence)."""
         await self.call("guest-suspend-hybrid")

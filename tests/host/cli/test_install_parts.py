@@ -38,6 +38,19 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+#: A user's script, type-checked against the installed wheel.
+USER_SCRIPT = """
+from gagent import open_agent
+
+
+async def main() -> None:
+    async with open_agent("/run/agent.sock") as agent:
+        reveal_type(await agent.osinfo())
+        reveal_type(await agent.fsinfo())
+        reveal_type(await agent.info())
+"""
+
+
 def without_extras(*argv: str) -> tuple[int, str, str]:
     proc = subprocess.run(
         [sys.executable, "-c", WITHOUT_EXTRAS, *argv],
@@ -152,3 +165,18 @@ def test_the_wheel_without_extras_in_a_fresh_venv(tmp_path: Path, qemu_ga, store
     assert status.stderr.strip() == (
         "gagent: error: this command needs lxml, which is not installed: pip install 'gagent[host]'"
     )
+    # py.typed: a type checker sees the real reply types of the installed package
+    user = tmp_path / "user_script.py"
+    user.write_text(USER_SCRIPT)
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--python-executable", str(fresh / "bin/python"),
+         "--follow-imports=silent", "--no-error-summary", "--no-incremental", str(user)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    revealed = [line.split("Revealed type is ")[1].replace("builtins.", "")
+                for line in checked.stdout.splitlines() if "Revealed type is" in line]  # fmt: skip
+    assert revealed == [
+        '"gagent.types.OSInfo"',
+        '"list[gagent.fs_types.FilesystemInfo]"',
+        '"gagent.types.AgentInfo"',
+    ], checked.stdout + checked.stderr
