@@ -22,7 +22,9 @@ Public API (the names below load on first use; ``dir(gagent)`` lists them):
 * the error tree, rooted at :class:`GagentError` (:mod:`gagent.errors`).
 """
 
+import importlib
 import logging
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -84,14 +86,24 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY_NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'gagent' has no attribute {name!r}")
-    import importlib
+# Here, not in a module of its own: the guest helper imports this package and nothing
+# of gagent's but itself and gagent.errors.
+def _lazy_exports(
+    package: str, where: Mapping[str, str], namespace: dict[str, Any]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``__getattr__`` and ``__dir__`` for ``package``: ``where`` maps each lazy public
+    name to the submodule that defines it; ``namespace`` is the package's globals()."""
 
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    def getattr_(name: str) -> Any:
+        module = where.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{module}"), name)
+
+    def dir_() -> list[str]:
+        return sorted(set(namespace) | set(where))
+
+    return getattr_, dir_
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY_NAMES))
+__getattr__, __dir__ = _lazy_exports(__name__, _LAZY_NAMES, globals())
