@@ -20,9 +20,8 @@ by itself, or with the process).
 from __future__ import annotations
 
 import math
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -41,7 +40,13 @@ from .libvirt_agent import LibvirtAgent
 from .reach import AgentRoute, Transport
 from .session import UNKNOWN_STATE_SYNC_LIMIT, DomainSession, silent_unknown_channel
 from .virt import Domain, Hypervisor
-from .virt_calls import VirConnect, VirDomain, agent_command_blocking, read_domain_blocking
+from .virt_calls import (
+    VirConnect,
+    VirDomain,
+    agent_command_blocking,
+    read_domain_blocking,
+    within,
+)
 from .virt_types import DomainState, resolve_uri
 
 __all__ = ["BlockingLibvirtAgent", "open_domain_agent"]
@@ -50,27 +55,6 @@ T = TypeVar("T")
 
 #: How long closing a libvirt connection may take (a hung libvirtd never acknowledges it).
 CLOSE_TIMEOUT = 2.0
-
-
-def within(seconds: float | None, func: Callable[[], T], doing: str) -> T:
-    """``func()`` in a daemon thread, waited for at most ``seconds`` (None: no bound)."""
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            outcome.append((True, func()))
-        except BaseException as exc:  # handed to the caller's thread
-            outcome.append((False, exc))
-
-    worker = threading.Thread(target=run, name=f"gagent: {doing}", daemon=True)
-    worker.start()
-    worker.join(seconds)
-    if not outcome:
-        raise AgentTimeout(f"libvirt did not answer within {seconds:.3g}s ({doing})")
-    ok, value = outcome[0]
-    if ok:
-        return value
-    raise value
 
 
 def _left(deadline: float | None, doing: str) -> float | None:

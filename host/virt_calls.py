@@ -102,6 +102,31 @@ def _error_kind(exc: libvirt.libvirtError) -> type[HostError]:
     return Unsupported if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT else HostError
 
 
+def within(seconds: float | None, func: Callable[[], T], doing: str) -> T:
+    """``func()`` (blocking libvirt calls) in a daemon thread, waited for at most ``seconds``
+    (None: no bound): libvirt cannot be interrupted, so a caller without trio moves on at
+    its deadline with :class:`gagent.sync.AgentTimeout` and the thread ends by itself."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, func()))
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append((False, exc))
+
+    worker = threading.Thread(target=run, name=f"gagent: {doing}", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if not outcome:
+        from gagent.sync import AgentTimeout  # on a timeout only: the import costs
+
+        raise AgentTimeout(f"libvirt did not answer within {seconds:.3g}s ({doing})")
+    ok, value = outcome[0]
+    if ok:
+        return value
+    raise value
+
+
 async def in_thread(run: Callable[[], T], *, abandon_on_cancel: bool = True) -> T:
     """``run()`` in a trio worker thread.  trio is imported here, on first use: the
     blocking callers of this module (gagent.sync's domain route) never load it."""

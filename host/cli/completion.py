@@ -10,7 +10,6 @@ down or hung, it offers nothing, within :data:`COMPLETION_SECONDS`.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import click
@@ -36,20 +35,12 @@ def _domain_names(uri: str | None, seconds: float) -> list[str]:
     """The connection's domain names, or [] when libvirt is missing, fails or takes
     longer than ``seconds`` (the listing then goes on in a daemon thread that the
     process's exit ends)."""
-    found: list[str] = []
+    try:
+        from gagent.host.virt_calls import domain_names_blocking, within
 
-    def listing() -> None:
-        try:
-            from gagent.host.virt_calls import domain_names_blocking
-
-            found.extend(domain_names_blocking(uri))
-        except Exception:  # no libvirt, no libvirtd, refused: nothing to offer
-            pass
-
-    worker = threading.Thread(target=listing, name="gagent-complete", daemon=True)
-    worker.start()
-    worker.join(seconds)
-    return list(found) if not worker.is_alive() else []
+        return within(seconds, lambda: domain_names_blocking(uri), "listing domains")
+    except Exception:  # no libvirt, no libvirtd, refused, no answer: nothing to offer
+        return []
 
 
 def complete_domains(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
