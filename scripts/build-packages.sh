@@ -7,9 +7,10 @@
 # Builds both when neither is named.  The .deb is checked with lintian when
 # it is installed (errors fail the build; the tags we accept are overridden,
 # with reasons, in packaging/deb/lintian-overrides).  Needs dpkg-deb (dpkg),
-# rpmbuild (Debian package "rpm") and lintian; nothing else, no root, and
-# nothing is installed: the packages are only built.  The output does not
-# depend on the build time (SOURCE_DATE_EPOCH: the last commit's, else fixed).
+# rpmbuild (Debian package "rpm"), lintian and python3 3.11+ (pyproject.toml
+# gives the version, maintainer and URLs); nothing else, no root, and nothing
+# is installed: the packages are only built.  The output does not depend on
+# the build time (SOURCE_DATE_EPOCH: the last commit's, else fixed).
 set -euo pipefail
 umask 022
 
@@ -23,7 +24,7 @@ while (($#)); do
     --out=*) OUT=${1#--out=}; shift ;;
     --no-lint) LINT=0; shift ;;
     deb | rpm) WANT+=("$1"); shift ;;
-    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "build-packages: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -32,8 +33,10 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
 PKG=gagent-guest
-VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO/pyproject.toml" | head -n1)
-[ -n "$VERSION" ] || { echo "build-packages: no version in pyproject.toml" >&2; exit 1; }
+# VERSION, MAINTAINER, HOMEPAGE, SOURCE: pyproject.toml is their one source (a warning line
+# when the maintainer address or homepage is still an example.org placeholder)
+metadata=$(python3 "$REPO/scripts/package-metadata.py" "$REPO/pyproject.toml") || exit 1
+eval "$metadata"
 GUEST_VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$REPO/guest/__init__.py")
 if [ "$GUEST_VERSION" != "$VERSION" ]; then
   echo "build-packages: guest/__init__.py says $GUEST_VERSION, pyproject.toml $VERSION" >&2
@@ -46,6 +49,20 @@ export SOURCE_DATE_EPOCH
 P=$REPO/packaging
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gagent-packages.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+
+# sed FILE with @VERSION@, @MAINTAINER@, @HOMEPAGE@ and @SOURCE@ filled in (and more sed
+# arguments before FILE); the values may hold any of sed's special characters.
+fill() {
+  local key value expressions=()
+  for key in VERSION MAINTAINER HOMEPAGE SOURCE; do
+    value=${!key}
+    value=${value//\\/\\\\}
+    value=${value//|/\\|}
+    value=${value//&/\\&}
+    expressions+=(-e "s|@$key@|$value|g")
+  done
+  sed "${expressions[@]}" "$@"
+}
 
 need() {
   command -v "$1" >/dev/null 2>&1 || { echo "build-packages: $1 is missing ($2)" >&2; exit 3; }
@@ -75,7 +92,8 @@ build_deb() {
   install -d -m 0755 "$root/etc/gagent/fsfreeze-hook.d"
   install -D -m 0644 "$P/fsfreeze/deadman.conf" "$root/etc/gagent/deadman.conf"
   install -D -m 0644 "$P/default/gagent-qga" "$root/etc/default/gagent-qga"
-  install -D -m 0644 "$P/deb/copyright" "$doc/copyright"
+  mkdir -p "$doc"
+  fill "$P/deb/copyright.in" >"$doc/copyright"
   install -D -m 0644 "$P/fsfreeze/examples/10-example" "$doc/examples/fsfreeze-hook.d/10-example"
   install -D -m 0644 "$P/sysvinit/gagent-qga" "$doc/examples/sysvinit/gagent-qga"
   install -D -m 0644 "$P/deb/README.Debian" "$doc/README.Debian"
@@ -83,10 +101,10 @@ build_deb() {
   local date
   date=$(LC_ALL=C date -u -d "@$SOURCE_DATE_EPOCH" '+%a, %d %b %Y %H:%M:%S +0000')
   printf '%s (%s) unstable; urgency=medium\n\n  * Built from the gagent repository.\n\n -- %s  %s\n' \
-    "$PKG" "$VERSION" "gagent developers <gagent@example.org>" "$date" | gzip -9n >"$doc/changelog.gz"
+    "$PKG" "$VERSION" "$MAINTAINER" "$date" | gzip -9n >"$doc/changelog.gz"
   mkdir -p "$root/usr/share/man/man1"
-  sed "s/@VERSION@/$VERSION/" "$P/man/gagent-guest.1" | gzip -9n >"$root/usr/share/man/man1/gagent-guest.1.gz"
-  chmod 0644 "$doc/changelog.gz" "$root/usr/share/man/man1/gagent-guest.1.gz"
+  gzip -9n <"$P/man/gagent-guest.1" >"$root/usr/share/man/man1/gagent-guest.1.gz"
+  chmod 0644 "$doc/copyright" "$doc/changelog.gz" "$root/usr/share/man/man1/gagent-guest.1.gz"
 
   mkdir -p "$root/DEBIAN"
   (cd "$root" && find etc -type f | sort | sed 's,^,/,') >"$root/DEBIAN/conffiles"
@@ -94,7 +112,7 @@ build_deb() {
     | sed 's,^\./,,' | LC_ALL=C sort | xargs md5sum) >"$root/DEBIAN/md5sums"
   local size
   size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
-  sed -e "s/@VERSION@/$VERSION/" -e "s/@SIZE@/$size/" "$P/deb/control.in" >"$root/DEBIAN/control"
+  fill -e "s/@SIZE@/$size/" "$P/deb/control.in" >"$root/DEBIAN/control"
   for script in postinst prerm postrm; do
     maintscript "$script" >"$root/DEBIAN/$script"
     chmod 0755 "$root/DEBIAN/$script"
@@ -132,7 +150,7 @@ build_rpm() {
   find "$src" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
   tar -C "$WORK/src" --sort=name --owner=0 --group=0 --numeric-owner \
     --mtime="@$SOURCE_DATE_EPOCH" -czf "$top/SOURCES/$PKG-$VERSION.tar.gz" "$PKG-$VERSION"
-  sed "s/@VERSION@/$VERSION/g" "$P/rpm/gagent-guest.spec" >"$top/SPECS/$PKG.spec"
+  fill "$P/rpm/gagent-guest.spec" >"$top/SPECS/$PKG.spec"
   # --nodeps: the build host is Debian (no rpm database of its packages)
   rpmbuild -bb --nodeps --quiet \
     --define "_topdir $top" \

@@ -10,9 +10,11 @@ the maintainer scripts runs in private mount+PID namespaces with stub
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,11 @@ SCRIPT = REPO / "scripts/build-packages.sh"
 VERSION = __import__("gagent.guest").guest.__version__
 DEB_NAME = f"gagent-guest_{VERSION}_all.deb"
 RPM_NAME = f"gagent-guest-{VERSION}-1.noarch.rpm"
+#: the one source of the packages' maintainer and URLs
+PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+MAINTAINER = "{name} <{email}>".format(**PROJECT["maintainers"][0])
+HOMEPAGE = PROJECT["urls"]["Homepage"]
+SOURCE = PROJECT["urls"]["Source"]
 GUARD = "gagent_live_system"
 TRIGGER = (
     "udevadm trigger --action=add --subsystem-match=virtio-ports "
@@ -38,14 +45,20 @@ def _run(cmd, **kw) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
+def build(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The output folder of one build of every package this machine can build, and the run."""
     have = [k for k, tool in (("deb", "dpkg-deb"), ("rpm", "rpmbuild")) if shutil.which(tool)]
     if not have:
         pytest.skip("neither dpkg-deb nor rpmbuild is installed (apt-get install dpkg rpm)")
     out = tmp_path_factory.mktemp("dist")
     proc = _run(["bash", str(SCRIPT), "--out", str(out), "--no-lint", *have])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return out
+    return out, proc
+
+
+@pytest.fixture(scope="module")
+def built(build) -> Path:
+    return build[0]
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +124,44 @@ def test_deb_control_and_conffiles(deb, scripts):
         "/etc/gagent/deadman.conf",
         "/etc/gagent/fsfreeze-hook",
     ]
+
+
+def test_deb_maintainer_and_urls_are_pyprojects(deb, tmp_path):
+    fields = _run(["dpkg-deb", "-f", str(deb), "Maintainer", "Homepage"]).stdout
+    assert fields.splitlines() == [f"Maintainer: {MAINTAINER}", f"Homepage: {HOMEPAGE}"]
+    root = tmp_path / "x"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True, timeout=60)
+    doc = root / "usr/share/doc/gagent-guest"
+    copyright_header = (doc / "copyright").read_text().split("\n\n")[0].splitlines()
+    assert f"Upstream-Contact: {MAINTAINER}" in copyright_header
+    assert f"Source: {SOURCE}" in copyright_header
+    changelog = _run(["gzip", "-dc", str(doc / "changelog.gz")]).stdout
+    assert f" -- {MAINTAINER}  " in changelog
+    control = _run(["dpkg-deb", "-f", str(deb)]).stdout
+    man = _run(["gzip", "-dc", str(root / "usr/share/man/man1/gagent-guest.1.gz")]).stdout
+    assert man == (REPO / "packaging/man/gagent-guest.1").read_text()  # as the wheel has it
+    for text in (control, (doc / "copyright").read_text(), changelog):
+        assert not re.search(r"@[A-Z_]+@", text), text  # every placeholder filled
+
+
+def test_no_template_writes_the_maintainer_or_homepage_by_hand():
+    """pyproject.toml is their one place: the templates and the script only have placeholders."""
+    email = PROJECT["maintainers"][0]["email"]
+    templates = [*(REPO / "packaging/deb").iterdir(), REPO / "packaging/rpm/gagent-guest.spec"]
+    for path in [*templates, SCRIPT]:
+        text = path.read_text()
+        assert email not in text and HOMEPAGE not in text, path
+    assert "Maintainer: @MAINTAINER@" in (REPO / "packaging/deb/control.in").read_text()
+
+
+def test_the_build_warns_once_while_the_addresses_are_placeholders(build):
+    """example.org in pyproject.toml: one warning line, naming where to set them; else none."""
+    warnings = [line for line in build[1].stderr.splitlines() if "warning" in line]
+    if "example.org" in MAINTAINER + HOMEPAGE:
+        assert len(warnings) == 1, build[1].stderr
+        assert "placeholder" in warnings[0] and "pyproject.toml" in warnings[0]
+    else:
+        assert warnings == []
 
 
 def test_deb_python_runs_as_installed(deb, tmp_path):
@@ -347,6 +398,12 @@ def test_rpm_contents_and_scriptlets(rpm):
     scripts = _run(["rpm", "-qp", "--scripts", str(rpm)]).stdout
     assert scripts.count("[ / -ef /proc/1/root ]") == 3
     assert TRIGGER in scripts and '[ "$1" -eq 0 ]' in scripts
+    header = _run(["rpm", "-qp", "--qf", "%{URL}\n%{PACKAGER}\n", str(rpm)]).stdout
+    assert header.splitlines() == [HOMEPAGE, MAINTAINER]
+    assert (
+        f"* Thu Jan 01 2026 {MAINTAINER} - {VERSION}-1"
+        in _run(["rpm", "-qp", "--changelog", str(rpm)]).stdout
+    )
     requires = _run(["rpm", "-qpR", str(rpm)]).stdout
     assert "qemu-guest-agent" in requires and "python3 >= 3.9" in requires
     configs = _run(["rpm", "-qpc", str(rpm)]).stdout.split()
