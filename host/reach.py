@@ -86,6 +86,7 @@ def choose_route(
     """
     advice = advice or plain_advice(domain)
     named = ("--name", channel_name)
+    named_on_purpose = channel_name != GAGENT_CHANNEL
     if not state.is_active:
         raise AgentUnavailable(
             f"domain {domain} is {state.value}: its agent cannot answer",
@@ -121,7 +122,8 @@ def choose_route(
         if transport is Transport.AUTO:
             raise AgentUnavailable(
                 f"domain {domain} has no agent channel ({channel_name} or {LIBVIRT_AGENT_CHANNEL})",
-                hint="add one: " + advice.command("channel", "add"),
+                hint="add one: "
+                + advice.command("channel", "add", options=named if named_on_purpose else ()),
             )
         raise AgentUnavailable(
             f"domain {domain} has no channel named {channel_name}",

@@ -35,7 +35,7 @@ from gagent.errors import (
 
 from .addressing import usage_context
 from .common import CommandTimeout, Interrupted, say
-from .options import GlobalOptions, apply_global_options, global_options
+from .options import COMMAND_ARGS, GlobalOptions, apply_global_options, global_options
 
 __all__ = ["cli", "main"]
 
@@ -181,6 +181,8 @@ class LazyGroup(click.Group):
             # An unknown name: click suggests "Did you mean" among the loaded commands.
             for name in SUBCOMMANDS:
                 self.get_command(ctx, name)
+        # what follows the command: a broken configuration file must not stop '--help'
+        ctx.meta[COMMAND_ARGS] = args[1:]
         return super().resolve_command(ctx, args)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

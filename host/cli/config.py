@@ -11,6 +11,11 @@ The file (TOML) holds what would otherwise be typed on every run::
     default = 30     # every command's
     snapshot = 600   # the commands under 'gagent snapshot' (more specific: wins)
 
+    [inventory]      # the inventory commands' own bounds, in seconds
+    agent-timeout = 5     # --agent-timeout: each guest's agent (> 0)
+    host-timeout = 60     # --host-timeout: each hypervisor, connect and list (> 0)
+    busy-timeout = 30     # --busy-timeout: another scan's transaction (0: none)
+
 Files: ``$GAGENT_CONFIG`` alone when set (it must exist; ``/dev/null`` reads
 nothing), else ``$XDG_CONFIG_HOME/gagent/config.toml`` (``~/.config`` when
 unset) over ``/etc/gagent/config.toml``, key by key.  A flag given on the
@@ -48,6 +53,9 @@ STRING_KEYS = {"connect": "--connect", "channel": "--channel", "db": "--db",
 #: The commands whose --timeout the [timeout] table may set on their own (each has a --timeout).
 TIMEOUT_GROUPS = ("agent", "channel", "fsfreeze", "migrate", "migrate-check", "snapshot",
                   "status", "thaw", "watch")  # fmt: skip
+#: The [inventory] table's keys: each is the default of the inventory option of that name,
+#: and whether 0 is allowed.
+INVENTORY_KEYS = {"agent-timeout": False, "host-timeout": False, "busy-timeout": True}
 #: What each setting is when no file or flag gives it.
 DEFAULTS = {
     "connect": "$LIBVIRT_DEFAULT_URI, else libvirt's default",
@@ -55,6 +63,9 @@ DEFAULTS = {
     "db": "$XDG_DATA_HOME/gagent/inventory.sqlite3",
     "hosts-file": "(none)",
     "timeout.default": "each command's own",
+    "inventory.agent-timeout": "5",
+    "inventory.host-timeout": "60",
+    "inventory.busy-timeout": "30",
 }
 
 
@@ -110,8 +121,13 @@ def _read(path: Path) -> dict[str, Setting]:
             table = value if isinstance(value, dict) else {"default": value}
             for name, seconds in table.items():
                 found[f"timeout.{name}"] = Setting(_seconds(path, name, seconds), where)
+        elif key == "inventory":
+            if not isinstance(value, dict):
+                raise UsageError(f"{path}: inventory must be a table ([inventory]), not {value!r}")
+            for name, seconds in value.items():
+                found[f"inventory.{name}"] = Setting(_inventory_seconds(path, name, seconds), where)
         else:
-            known = ", ".join([*STRING_KEYS, "timeout"])
+            known = ", ".join([*STRING_KEYS, "timeout", "[inventory]"])
             raise UsageError(f"{path}: unknown key {key!r} (known: {known})")
     return found
 
@@ -123,6 +139,20 @@ def _seconds(path: Path, name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise UsageError(
             f"{path}: timeout.{name} must be a number of seconds >= 0 (0: none), not {value!r}"
+        )
+    return float(value)
+
+
+def _inventory_seconds(path: Path, name: str, value: Any) -> float:
+    if name not in INVENTORY_KEYS:
+        known = ", ".join(f"inventory.{key}" for key in INVENTORY_KEYS)
+        raise UsageError(f"{path}: unknown key 'inventory.{name}' (known: {known})")
+    zero_allowed = INVENTORY_KEYS[name]
+    number = not isinstance(value, bool) and isinstance(value, int | float)
+    if not number or value < 0 or (value == 0 and not zero_allowed):
+        bound = ">= 0 (0: none)" if zero_allowed else "> 0"
+        raise UsageError(
+            f"{path}: inventory.{name} must be a number of seconds {bound}, not {value!r}"
         )
     return float(value)
 
@@ -143,6 +173,10 @@ def file_values(settings: dict[str, Setting], command: str) -> dict[str, Any]:
     for key in ("timeout.default", f"timeout.{command}"):
         if key in settings:
             values["--timeout"] = settings[key].value
+    if command == "inventory":
+        for name in INVENTORY_KEYS:
+            if f"inventory.{name}" in settings:
+                values[f"--{name}"] = settings[f"inventory.{name}"].value
     return values
 
 
@@ -167,7 +201,8 @@ def config_show(ctx: click.Context, connect: str | None, as_json: bool) -> None:
     settings = load_settings()
     shown: dict[str, dict[str, Any]] = {}
     groups = sorted(k for k in settings if k.startswith("timeout.") and k != "timeout.default")
-    for key in [*STRING_KEYS, "timeout.default", *groups]:
+    inventory = [f"inventory.{name}" for name in INVENTORY_KEYS]
+    for key in [*STRING_KEYS, "timeout.default", *groups, *inventory]:
         if key in settings:
             shown[key] = {"value": settings[key].value, "source": settings[key].source}
         else:

@@ -17,6 +17,7 @@ from gagent.errors import UsageError
 from .common import Output, run_command
 from .completion import domain_argument
 from .fanout import fan_out_options, human_line, parse_domains, run_many
+from .options import channel_option
 from .options import connect_option as shared_connect_option
 from .render import format_table, to_jsonable
 
@@ -190,12 +191,14 @@ def channel_list(domain: str, connect: str | None, timeout: float, as_json: bool
     help="Deadline for the whole command, libvirt included (0: none); per domain with "
     "--domains/--all.",
 )
+@channel_option
 @fan_out_options
 def status(
     domain: str | None,
     connect: str | None,
     as_json: bool,
     timeout: float,
+    channel: str,
     domains: str | None,
     all_running: bool,
     concurrency: int,
@@ -219,7 +222,7 @@ def status(
     if domain is None:
 
         async def work(session: Any) -> tuple[dict[str, Any], int]:
-            report = await _status_report(session, timeout)
+            report = await _status_report(session, timeout, channel)
             return report, _status_exit(report)
 
         return run_many(
@@ -234,14 +237,14 @@ def status(
 
     async def probe() -> dict[str, Any]:
         async with open_domain(domain, uri=connect) as session:
-            return await _status_report(session, timeout)
+            return await _status_report(session, timeout, channel)
 
     report = run_command(probe, seconds=timeout, target=f"domain {domain}")
     Output(as_json).emit(report, _status_line)
     return _status_exit(report)
 
 
-async def _status_report(session: Any, seconds: float) -> dict[str, Any]:
+async def _status_report(session: Any, seconds: float, channel: str) -> dict[str, Any]:
     """State, and whether the agent answers (and the guest is not frozen), as a report."""
     from gagent.errors import GagentError
     from gagent.fs_types import FsfreezeStatus
@@ -251,7 +254,7 @@ async def _status_report(session: Any, seconds: float) -> dict[str, Any]:
         # the agent's answer must come a little before the command's deadline,
         # so that a silent agent is reported as such, not as a timeout
         with trio.fail_at(trio.current_effective_deadline() - STATUS_RESERVE):
-            async with session.agent() as agent:
+            async with session.agent(channel_name=channel) as agent:
                 start = time.perf_counter()
                 await agent.ping()
                 report["ping_ms"] = round((time.perf_counter() - start) * 1000, 3)
@@ -260,7 +263,7 @@ async def _status_report(session: Any, seconds: float) -> dict[str, Any]:
                 frozen = await agent.freeze_state() is FsfreezeStatus.FROZEN
                 report["frozen"] = frozen
                 if frozen:
-                    report["thaw"] = session.thaw_command()
+                    report["thaw"] = session.thaw_command(channel)
     except (GagentError, trio.TooSlowError) as exc:
         report["agent"] = None
         report["reason"] = str(exc) or f"no answer within {seconds:g}s"

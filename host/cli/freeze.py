@@ -21,10 +21,10 @@ import click
 
 from gagent.commands import AgentCommands
 from gagent.freeze import DEFAULT_FREEZE_TIMEOUT, DEFAULT_THAW_TIMEOUT
-from gagent.host.channel import GAGENT_CHANNEL
 
 from .common import Output, run_command, say
 from .completion import domain_argument
+from .options import channel_option
 from .options import connect_option as shared_connect_option
 
 __all__ = ["fsfreeze_group", "snapshot_group", "thaw_command"]
@@ -82,13 +82,13 @@ def _run(func: Callable[[], Awaitable[T]], target: str, timeout: float | None = 
 
 @asynccontextmanager
 async def _domain_agent(
-    connect: str | None, ref: str, transport: str
+    connect: str | None, ref: str, transport: str, channel: str
 ) -> AsyncIterator[tuple[Any, AgentCommands, Any]]:
     """(domain session, agent, reconnect factory or None) for ``ref``."""
     from gagent.host.session import open_domain
 
     async with open_domain(ref, uri=connect) as session:
-        route = session.route(transport)
+        route = session.route(transport, channel)
         async with session.agent(route=route) as agent:
             yield session, agent, session.reconnect_for(route)
 
@@ -109,11 +109,13 @@ def fsfreeze_group() -> None:
 @thaw_timeout_option
 @connect_option
 @transport_option
+@channel_option
 @timeout_option(60.0)
 @json_option
 def fsfreeze_freeze(domain: str, mountpoints: tuple[str, ...], allow_nothing_frozen: bool,
                     freeze_timeout: float, thaw_timeout: float, connect: str | None,
-                    transport: str, timeout: float, as_json: bool) -> None:  # fmt: skip
+                    transport: str, channel: str, timeout: float,
+                    as_json: bool) -> None:  # fmt: skip
     """Freeze DOMAIN's filesystems and LEAVE them frozen (thaw: 'gagent fsfreeze thaw').
 
     A freeze that fails or times out is thawed before the error is reported.
@@ -123,14 +125,14 @@ def fsfreeze_freeze(domain: str, mountpoints: tuple[str, ...], allow_nothing_fro
     from .preflight import before_freeze
 
     async def run() -> Any:
-        async with _domain_agent(connect, domain, transport) as (session, agent, _):
-            await before_freeze(session, agent, transport, list(mountpoints))
+        async with _domain_agent(connect, domain, transport, channel) as (session, agent, _):
+            await before_freeze(session, agent, transport, list(mountpoints), channel)
             record = await freeze(
                 agent, list(mountpoints) or None, freeze_timeout=freeze_timeout,
                 thaw_timeout=thaw_timeout, allow_nothing_frozen=allow_nothing_frozen,
-                domain=session.name, retry=session.thaw_command(),
+                domain=session.name, retry=session.thaw_command(channel),
             )  # fmt: skip
-            return session.name, session.command("fsfreeze", "thaw"), record
+            return session.name, _fsfreeze_thaw(session, channel), record
 
     name, thaw_with, record = _run(run, domain, timeout)
     Output(as_json).emit(
@@ -146,18 +148,19 @@ def fsfreeze_freeze(domain: str, mountpoints: tuple[str, ...], allow_nothing_fro
 @thaw_timeout_option
 @connect_option
 @transport_option
+@channel_option
 @timeout_option(30.0)
 @json_option
 def fsfreeze_thaw(domain: str, thaw_timeout: float, connect: str | None, transport: str,
-                  timeout: float, as_json: bool) -> None:  # fmt: skip
+                  channel: str, timeout: float, as_json: bool) -> None:  # fmt: skip
     """Thaw DOMAIN's filesystems and confirm with guest-fsfreeze-status."""
     from gagent.freeze import thaw
 
     async def run() -> Any:
-        async with _domain_agent(connect, domain, transport) as (session, agent, again):
+        async with _domain_agent(connect, domain, transport, channel) as (session, agent, again):
             record = await thaw(
                 agent, thaw_timeout=thaw_timeout, domain=session.name, reconnect=again,
-                retry=session.thaw_command(),
+                retry=session.thaw_command(channel),
             )  # fmt: skip
             return session.name, record
 
@@ -172,14 +175,15 @@ def fsfreeze_thaw(domain: str, thaw_timeout: float, connect: str | None, transpo
 @domain_argument()
 @connect_option
 @transport_option
+@channel_option
 @timeout_option(10.0)
 @json_option
-def fsfreeze_status(domain: str, connect: str | None, transport: str, timeout: float,
-                    as_json: bool) -> None:  # fmt: skip
+def fsfreeze_status(domain: str, connect: str | None, transport: str, channel: str,
+                    timeout: float, as_json: bool) -> None:  # fmt: skip
     """thawed or frozen (as DOMAIN's agent sees it: each agent has its own state)."""
 
     async def run() -> Any:
-        async with _domain_agent(connect, domain, transport) as (session, agent, _):
+        async with _domain_agent(connect, domain, transport, channel) as (session, agent, _):
             return session.name, await agent.fsfreeze_status()
 
     name, status = _run(run, domain, timeout)
@@ -237,6 +241,7 @@ def snapshot_group() -> None:
 )
 @connect_option
 @transport_option
+@channel_option
 @timeout_option(180.0)
 @json_option
 def snapshot_create(domain: str, name: str, disks: tuple[str, ...], no_quiesce: bool,
@@ -244,7 +249,7 @@ def snapshot_create(domain: str, name: str, disks: tuple[str, ...], no_quiesce: 
                     description: str, policy: str, mountpoints: tuple[str, ...],
                     allow_nothing_frozen: bool,
                     freeze_timeout: float, thaw_timeout: float, snapshot_timeout: float,
-                    connect: str | None, transport: str, timeout: float,
+                    connect: str | None, transport: str, channel: str, timeout: float,
                     as_json: bool) -> None:  # fmt: skip
     """Snapshot DOMAIN as NAME: freeze -> external disk-only snapshot -> thaw.
 
@@ -263,7 +268,7 @@ def snapshot_create(domain: str, name: str, disks: tuple[str, ...], no_quiesce: 
                 session, name, policy="crash" if no_quiesce else policy, disks=list(disks) or None,
                 libvirt_quiesce=libvirt_quiesce, no_metadata=no_metadata,
                 thaw_on_connect=not no_thaw_on_connect, transport=transport,
-                mountpoints=list(mountpoints) or None,
+                channel_name=channel, mountpoints=list(mountpoints) or None,
                 allow_nothing_frozen=allow_nothing_frozen, freeze_timeout=freeze_timeout,
                 thaw_timeout=thaw_timeout, snapshot_timeout=snapshot_timeout,
                 description=description, notify=warn, warn=warn,
@@ -321,6 +326,14 @@ def snapshot_delete(domain: str, name: str, metadata_only: bool, connect: str | 
     Output(as_json).emit(value, lambda v: v["message"])
 
 
+def _fsfreeze_thaw(session: Any, channel: str) -> str:
+    """The 'gagent fsfreeze thaw' that ends a freeze made through ``channel``."""
+    from gagent.host.channel_names import GAGENT_CHANNEL
+
+    options = () if channel == GAGENT_CHANNEL else ("--channel", channel)
+    return session.command("fsfreeze", "thaw", options=options)
+
+
 async def _with_domain(connect: str | None, ref: str, func: Callable[[Any], Awaitable[T]]) -> T:
     from gagent.host.session import open_domain
 
@@ -335,12 +348,7 @@ async def _with_domain(connect: str | None, ref: str, func: Callable[[Any], Awai
 @domain_argument()
 @thaw_timeout_option
 @connect_option
-@click.option(
-    "--channel",
-    default=GAGENT_CHANNEL,
-    show_default=True,
-    help="Name of gagent's channel in the domain.",
-)
+@channel_option
 @timeout_option(30.0)
 @json_option
 def thaw_command(domain: str, thaw_timeout: float, connect: str | None, channel: str,

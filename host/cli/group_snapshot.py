@@ -23,6 +23,7 @@ from gagent.errors import UsageError
 
 from .common import Output, run_command, say
 from .freeze import (
+    channel_option,
     connect_option,
     freeze_timeout_option,
     json_option,
@@ -90,11 +91,13 @@ def group_command() -> None:
 )  # fmt: skip
 @connect_option
 @transport_option
+@channel_option
 @timeout_option(300.0)
 @json_option
 def group_create(name: str, members: tuple[str, ...], policy: str, freeze_timeout: float,
                  thaw_timeout: float, snapshot_timeout: float, connect: str | None,
-                 transport: str, timeout: float, as_json: bool) -> None:  # fmt: skip
+                 transport: str, channel: str, timeout: float,
+                 as_json: bool) -> None:  # fmt: skip
     """Snapshot every MEMBER as NAME at one frozen instant.
 
     \b
@@ -124,7 +127,7 @@ def group_create(name: str, members: tuple[str, ...], policy: str, freeze_timeou
                 return await snapshot_group(
                     group, name, policy=policy, warn=warn, freeze_timeout=freeze_timeout,
                     thaw_timeout=thaw_timeout, snapshot_timeout=snapshot_timeout,
-                    transport=transport,
+                    transport=transport, channel_name=channel,
                 )  # fmt: skip
             except GroupSnapshotFailed as exc:
                 return exc  # (reported below, outside run_command's nursery)

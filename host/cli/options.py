@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from gagent.errors import UsageError
+from gagent.host.channel_names import GAGENT_CHANNEL
 
 if TYPE_CHECKING:
     from gagent.commands import AgentCommands
 
 __all__ = [
-    "CONNECT_HELP", "GlobalOptions", "apply_global_options", "connect_option", "global_options",
-    "log_traffic",
+    "COMMAND_ARGS", "CONNECT_HELP", "GlobalOptions", "apply_global_options", "channel_option",
+    "connect_option", "global_options", "log_traffic",
 ]  # fmt: skip
 
 #: The logger of the agent traffic (``-vv``).
@@ -39,6 +40,8 @@ LOGGED_STRING = 200
 #: What a password argument is logged as.
 REDACTED = "(redacted)"
 
+#: ctx.meta key: the words after the command's name (set by the gagent group).
+COMMAND_ARGS = "gagent.command_args"
 #: GlobalOptions field -> the option of a command it is the default of (by its long name,
 #: whatever the parameter is called: exporter's repeatable -c is ``connects``)
 _INHERITED = {"connect": "--connect", "as_json": "--json"}
@@ -60,6 +63,20 @@ CONNECT_HELP = "libvirt URI (as virsh -c; default: $LIBVIRT_DEFAULT_URI, else li
 def connect_option(help: str = CONNECT_HELP) -> Any:
     """A command's ``-c/--connect URI`` (its value then also comes from before the command)."""
     return click.option("-c", "--connect", metavar="URI", help=help)
+
+
+#: What --channel means, wherever a command takes it.
+CHANNEL_HELP = "Name of gagent's channel in the domain (configuration file: 'channel')."
+
+
+def channel_option(func: Any) -> Any:
+    """A command's ``--channel NAME``: the virtio-serial port gagent's agent listens on.
+
+    The configuration file's ``channel`` becomes its default (as for every option
+    named in :data:`gagent.host.cli.config.STRING_KEYS`)."""
+    return click.option(
+        "--channel", metavar="NAME", default=GAGENT_CHANNEL, show_default=True, help=CHANNEL_HELP
+    )(func)
 
 
 def global_options(func: Any) -> Any:
@@ -96,7 +113,14 @@ def apply_global_options(ctx: click.Context, options: GlobalOptions) -> None:
     from .config import file_values, load_settings
 
     name = ctx.invoked_subcommand
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except UsageError as exc:
+        if not _asks_for_help(ctx):
+            raise
+        # the help is read to fix things: show it, and the file's problem in one line
+        click.echo(f"gagent: warning: {exc} (ignored for --help)", err=True)
+        settings = {}
     given = {
         field: value for field, value in vars(options).items() if field in _INHERITED and value
     }
@@ -115,6 +139,15 @@ def apply_global_options(ctx: click.Context, options: GlobalOptions) -> None:
         raise UsageError(f"'gagent {name}' takes no {shown}: leave it out")
     from_files, _ = _defaults_for(command, file_values(settings, name))
     ctx.default_map = {name: _merged(from_files, defaults)}
+
+
+def _asks_for_help(ctx: click.Context) -> bool:
+    """Whether the command line asks for help (or click completes it): then nothing runs."""
+    if ctx.resilient_parsing:
+        return True
+    rest = ctx.meta.get(COMMAND_ARGS, [])
+    rest = rest[: rest.index("--")] if "--" in rest else rest
+    return any(word in ctx.help_option_names for word in rest)
 
 
 def _merged(under: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

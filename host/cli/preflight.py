@@ -20,6 +20,7 @@ from .common import Output, say
 from .completion import domain_argument
 from .freeze import (
     _run,
+    channel_option,
     connect_option,
     fsfreeze_group,
     json_option,
@@ -39,14 +40,14 @@ EXIT_CHECK_FAILED = 10
 
 
 async def before_freeze(
-    session: Any, agent: AgentCommands, transport: str, mountpoints: list[str]
+    session: Any, agent: AgentCommands, transport: str, mountpoints: list[str], channel: str
 ) -> None:
     """The cheap preflight of 'fsfreeze freeze': mountpoints the guest has, and one
     line about the dead-man's switch (a freeze left in place outlives any deadline)."""
     from gagent.host.freeze_findings import deadman_warning
     from gagent.host.snapshot_policy import check_mountpoints, preflight
 
-    route = session.route(transport)
+    route = session.route(transport, channel)
     # as few round trips as it can: the freeze comes right after
     facts = await preflight(
         agent, route.describe(session.name), filesystems=bool(mountpoints), hooks=False
@@ -62,10 +63,11 @@ async def before_freeze(
 @mountpoint_option
 @connect_option
 @transport_option
+@channel_option
 @timeout_option(60.0)
 @json_option
 def fsfreeze_check(domain: str, mountpoints: tuple[str, ...], connect: str | None, transport: str,
-                   timeout: float, as_json: bool) -> None:  # fmt: skip
+                   channel: str, timeout: float, as_json: bool) -> None:  # fmt: skip
     """Preflight: would a freeze of DOMAIN work? Every finding with its fix.
 
     \b
@@ -84,13 +86,14 @@ def fsfreeze_check(domain: str, mountpoints: tuple[str, ...], connect: str | Non
     async def run() -> Any:
         async with open_domain(domain, uri=connect) as session:
             try:
-                route = session.route(transport)
+                route = session.route(transport, channel)
                 async with session.agent(route=route) as agent:
                     facts = await preflight(agent, route.describe(session.name), full=True)
             except AgentUnavailable as exc:
                 fix = exc.hint or "is qemu-ga running in the guest? ('gagent-guest check' there)"
                 return session.name, None, [Finding("unreachable", ERROR, str(exc), fix)]
-            found = assess(facts, thaw_command=session.thaw_command(), mountpoints=mountpoints)
+            thaw = session.thaw_command(channel)
+            found = assess(facts, thaw_command=thaw, mountpoints=mountpoints)
             return session.name, facts, found
 
     name, facts, found = _run(run, domain, timeout)

@@ -109,6 +109,67 @@ def test_channel_name_reaches_channel_add_and_thaw(capsys, config):
     assert help_default(capsys, "thaw", option="--channel") == "org.example.agent.0"
 
 
+#: Every command that reaches a domain's agent, with the arguments to reach 'test'.
+AGENT_COMMANDS = [
+    ("status", "test"), ("fsfreeze", "status", "test"), ("fsfreeze", "thaw", "test"),
+    ("fsfreeze", "freeze", "test"), ("fsfreeze", "check", "test"),
+    ("snapshot", "create", "test", "s1"), ("agent", "test", "ping"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("argv", AGENT_COMMANDS, ids=" ".join)
+def test_the_files_channel_reaches_every_command_that_finds_an_agent(capsys, config, argv):
+    config(f'connect = "{URI}"\nchannel = "org.example.agent.0"\n')
+    code, out, err = run(capsys, *argv)
+    said = out + err
+    assert code != 0
+    # the test domain has no such channel: the line names it, and the fix adds that one
+    assert "org.example.agent.0" in said, said
+    assert f"gagent channel add test -c {URI} --name org.example.agent.0" in said, said
+    flag = ["--channel", "org.other.agent.0"]
+    # agent's options come before its command (ping), the others' anywhere
+    given = [*argv[:2], *flag, *argv[2:]] if argv[0] == "agent" else [*argv, *flag]
+    code, out, err = run(capsys, *given)
+    assert "org.other.agent.0" in out + err and "org.example.agent.0" not in out + err
+
+
+def test_the_files_channel_reaches_a_group_snapshot(capsys, config):
+    config(f'connect = "{URI}"\nchannel = "org.example.agent.0"\n')
+    assert help_default(capsys, "snapshot", "group", "create", option="--channel") == (
+        "org.example.agent.0"
+    )
+
+
+def test_inventory_bounds_from_the_file_and_a_flag_over_them(capsys, config, tmp_path):
+    config("[inventory]\nagent-timeout = 2.5\nhost-timeout = 7\nbusy-timeout = 0\n")
+    assert help_default(capsys, "inventory", "scan", option="--agent-timeout") == "2.5"
+    assert help_default(capsys, "inventory", "scan", option="--host-timeout") == "7.0"
+    assert help_default(capsys, "inventory", "list", option="--busy-timeout") == "0.0"
+    settings = shown(capsys)
+    assert settings["inventory.agent-timeout"]["value"] == 2.5
+    assert settings["inventory.host-timeout"]["source"] != "default"
+    db = tmp_path / "inv.sqlite3"
+    code, _, err = run(
+        capsys, "inventory", "scan", URI, "-w", "--db", str(db), "--agent-timeout", "1"
+    )
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("help_flag", ["--help", "-h"])
+def test_a_broken_file_does_not_stop_help(capsys, config, help_flag):
+    path = config('bogus = "x"\n')
+    for argv in (["status", help_flag], ["fsfreeze", "status", help_flag], [help_flag]):
+        code, out, err = run(capsys, *argv)
+        assert code == 0, err
+        assert out.startswith("Usage: gagent"), out
+        if argv != [help_flag]:  # gagent's own help reads no file
+            known = "connect, channel, db, hosts-file, timeout, [inventory]"
+            said = f"gagent: warning: {path}: unknown key 'bogus' (known: {known})"
+            assert err == said + " (ignored for --help)\n"
+    code, out, err = run(capsys, "status", "test", "--", help_flag)
+    assert code == 2 and "unknown key 'bogus'" in err  # '--help' after '--' is a word, not help
+
+
 def test_db_and_hosts_file_for_the_inventory(capsys, config, tmp_path):
     hosts = write(tmp_path / "hosts", f"node {URI}\n")
     db = tmp_path / "inventory.sqlite3"
@@ -178,6 +239,12 @@ def test_config_show_with_no_file(capsys):
         ('[timeout]\ndefault = "ten"\n', "timeout.default must be a number of seconds"),
         ("timeout = -1\n", "timeout.default must be a number of seconds >= 0"),
         ("connect = \n", "not valid TOML"),
+        (
+            "[inventory]\nagent-timeout = 0\n",
+            "inventory.agent-timeout must be a number of seconds > 0",
+        ),
+        ("[inventory]\nscan-timeout = 5\n", "unknown key 'inventory.scan-timeout'"),
+        ("inventory = 5\n", "inventory must be a table"),
     ],
 )
 def test_a_bad_file_is_one_line_naming_file_and_key(capsys, config, text, says):
@@ -249,4 +316,5 @@ def test_the_readmes_example_is_a_valid_file(capsys, config):
     settings = shown(capsys)
     assert {key for key, s in settings.items() if s["source"] == str(path)} == {
         "connect", "channel", "db", "hosts-file", "timeout.default", "timeout.snapshot",
+        "inventory.agent-timeout", "inventory.host-timeout", "inventory.busy-timeout",
     }  # fmt: skip
