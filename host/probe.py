@@ -121,16 +121,21 @@ def probe_route(
     return channel.path
 
 
-def _agent_holds(name: str, line: bytes) -> AgentUnavailable:
+def _agent_holds(name: str, line: bytes, add_port: str) -> AgentUnavailable:
     return AgentUnavailable(
         f"an agent holds {name} in the guest: it answered the probe with {line[:60]!r}",
-        hint="probe a port no agent holds: gagent channel add DOMAIN --name "
-        f"{PROBE_PORT_HINT}, and in the guest: gagent-guest probe --port {PROBE_PORT_HINT}",
+        hint=f"probe a port no agent holds: {add_port}, and in the guest: "
+        f"gagent-guest probe --port {PROBE_PORT_HINT}",
     )
 
 
 async def _receive_ack(
-    stream: trio.SocketStream, lines: LineBuffer, nonce: str, seconds: float, name: str
+    stream: trio.SocketStream,
+    lines: LineBuffer,
+    nonce: str,
+    seconds: float,
+    name: str,
+    add_port: str,
 ) -> tuple[Ack | None, int]:
     """The ACK of ``nonce`` within ``seconds`` (None if none), and lines ignored meanwhile."""
     ignored = 0
@@ -146,7 +151,7 @@ async def _receive_ack(
                 if isinstance(msg, Ack) and msg.nonce == nonce:
                     return msg, ignored
                 if isinstance(msg, Other) and msg.looks_like_agent:
-                    raise _agent_holds(name, msg.line)
+                    raise _agent_holds(name, msg.line, add_port)
                 ignored += 1  # stale ACKs of earlier resends, or noise
     return None, ignored
 
@@ -161,8 +166,12 @@ async def probe_socket(
     name: str = GAGENT_CHANNEL,
     target: str | None = None,
     on_event: Callable[[str], None] = lambda _msg: None,
+    add_port: str = f"gagent channel add DOMAIN --name {PROBE_PORT_HINT}",
 ) -> ProbeResult:
-    """Probe the guest through the socket at ``path``: ``count`` timed round trips."""
+    """Probe the guest through the socket at ``path``: ``count`` timed round trips.
+
+    ``add_port``: the command that adds a free port, named when an agent holds this one
+    (:func:`probe_domain` builds it for the real domain and connection)."""
     if count < 1 or wait < 0 or resend <= 0:
         raise UsageError("need count >= 1, wait >= 0 and resend > 0")
     path = os.fspath(path)
@@ -171,7 +180,9 @@ async def probe_socket(
     stream = await connect_unix(path)
     try:
         async with stream:
-            await _rounds(stream, result, lines, count, wait, resend, pause, name, on_event)
+            await _rounds(
+                stream, result, lines, count, wait, resend, pause, name, on_event, add_port
+            )
     except trio.BrokenResourceError as exc:
         raise ConnectionLost(
             f"the socket of {name} broke ({exc.__cause__ or exc}): the domain stopped or "
@@ -190,6 +201,7 @@ async def _rounds(
     pause: float,
     name: str,
     on_event: Callable[[str], None],
+    add_port: str,
 ) -> None:
     path = result.socket_path
     deadline = trio.current_time() + wait
@@ -204,7 +216,9 @@ async def _rounds(
             sent = time.perf_counter_ns()
             await stream.send_all(encode_probe(nonce, seq, count))
             left = deadline - trio.current_time()
-            ack, ignored = await _receive_ack(stream, lines, nonce, min(resend, left), name)
+            ack, ignored = await _receive_ack(
+                stream, lines, nonce, min(resend, left), name, add_port
+            )
             result.ignored_lines += ignored
             if ack is not None:
                 break
@@ -249,6 +263,8 @@ async def probe_domain(
         if channel is not None and channel.state == "disconnected":
             on_event(f"{name} is closed in the guest (nothing has the port open yet)")
         target = f"{name} of {session.name}"
+        add_port = session.command("channel", "add", options=("--name", PROBE_PORT_HINT))
     return await probe_socket(
-        path, count=count, wait=wait, name=name, target=target, on_event=on_event
-    )
+        path, count=count, wait=wait, name=name, target=target, on_event=on_event,
+        add_port=add_port,
+    )  # fmt: skip

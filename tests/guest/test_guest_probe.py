@@ -204,8 +204,10 @@ async def test_host_and_guest_time_round_trips(tmp_path):
 async def test_host_recognises_an_agent_on_the_port(tmp_path):
     srv, path = _listener(tmp_path)
     _guest_thread(srv, reply=b'{"error": {"class": "GenericError", "desc": "JSON parse error"}}\n')
-    with pytest.raises(AgentUnavailable, match="an agent holds"):
-        await probe_socket(path, count=1, wait=5)
+    add = "gagent channel add vm1 -c test:///default --name org.gagent.probe.0"
+    with pytest.raises(AgentUnavailable, match="an agent holds") as info:
+        await probe_socket(path, count=1, wait=5, add_port=add)
+    assert info.value.hint.startswith(f"probe a port no agent holds: {add}, and in the guest")
     srv.close()
 
 
