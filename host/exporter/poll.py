@@ -84,6 +84,8 @@ class ExporterSettings:
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     deadman: DeadmanPaths = field(default_factory=DeadmanPaths)
+    #: gagent's channel, watched when a domain has it (else libvirt's).
+    channel_name: str = GAGENT_CHANNEL
 
 
 @dataclass
@@ -203,7 +205,7 @@ class HypervisorPoller:
             found = _channels(record) if state.is_active else []
             channels = {c.name: c.state or "unknown" for c in found}
             running = state in (DomainState.RUNNING, DomainState.BLOCKED)
-            route = watched_route(found) if running else None
+            route = watched_route(found, self.settings.channel_name) if running else None
             self.known[name] = known = _Known(record, route, channels)
             listing.append((name, state.value, running, channels))
             self._liveness(name, previous.get(name), known, now, now_wall)
@@ -331,12 +333,12 @@ def _channels(record: DomainRecord) -> list[Channel]:
     return [c for c in parse_channels(record.xml) if c.name and c.target_type == "virtio"]
 
 
-def watched_route(channels: list[Channel]) -> AgentRoute | None:
+def watched_route(channels: list[Channel], channel_name: str = GAGENT_CHANNEL) -> AgentRoute | None:
     """The one agent the exporter watches: gagent's channel when the domain has one (a
     unix socket), else libvirt's.  Never the other one when it goes down (as ``auto``
     does for a command): then ``gagent_agent_up`` would not say that it is down."""
     by_name = {c.name: c for c in channels}
-    ours = by_name.get(GAGENT_CHANNEL)
+    ours = by_name.get(channel_name)
     if ours is not None and ours.kind == "unix" and ours.path:
         return AgentRoute(Transport.SOCKET, ours, ours.path)
     theirs = by_name.get(LIBVIRT_AGENT_CHANNEL)

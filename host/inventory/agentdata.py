@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from gagent.commands import AgentCommands
 from gagent.errors import AgentError, CommandUnavailable
 
+from ..channel_names import GAGENT_CHANNEL
 from ..reach import choose_route
 from ..session import open_domain_agent
 from ..virt import DomainRecord, Hypervisor
@@ -25,7 +26,7 @@ __all__ = ["check_route", "gather_agent_data", "open_guest_agent"]
 T = TypeVar("T")
 
 
-def check_route(record: DomainRecord) -> None:
+def check_route(record: DomainRecord, channel_name: str = GAGENT_CHANNEL) -> None:
     """Raise AgentUnavailable, without any I/O, when the domain has no way to its agent.
 
     The scan calls it before spending a task on the domain: most domains of a
@@ -33,14 +34,18 @@ def check_route(record: DomainRecord) -> None:
     parsing their XML a second time (no ``<channel`` means no channel).
     """
     xml = record.xml if "<channel" in record.xml else "<domain/>"
-    choose_route(record.domain.name, record.state, xml)
+    choose_route(record.domain.name, record.state, xml, channel_name=channel_name)
 
 
 @asynccontextmanager
-async def open_guest_agent(hv: Hypervisor, record: DomainRecord) -> AsyncIterator[AgentCommands]:
+async def open_guest_agent(
+    hv: Hypervisor, record: DomainRecord, channel_name: str = GAGENT_CHANNEL
+) -> AsyncIterator[AgentCommands]:
     """The agent of a scanned domain, over the connection the scan already holds."""
-    check_route(record)
-    async with open_domain_agent(record.domain.uuid, hypervisor=hv) as agent:
+    check_route(record, channel_name)
+    async with open_domain_agent(
+        record.domain.uuid, hypervisor=hv, channel_name=channel_name
+    ) as agent:
         yield agent
 
 

@@ -17,12 +17,14 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
 from gagent.commands import AgentCommands
 from gagent.errors import AgentUnavailable, GagentError
 
+from ..channel_names import GAGENT_CHANNEL
 from ..virt import DomainRecord, DomainState, Hypervisor, open_hypervisor
 from .agentdata import check_route, gather_agent_data, open_guest_agent
 from .model import AgentStatus, Guest, parse_domain_xml
@@ -90,6 +92,7 @@ async def scan_hypervisors(
     concurrency: int = 16,
     host_timeout: float = 60.0,
     on_progress: Callable[[ScanProgress], None] | None = None,
+    channel_name: str = GAGENT_CHANNEL,
     agent_opener: AgentOpener = open_guest_agent,
     route_check: Callable[[DomainRecord], None] | None = check_route,
 ) -> ScanResult:
@@ -97,8 +100,13 @@ async def scan_hypervisors(
 
     ``route_check`` runs before a domain's agent task is started (no I/O): an
     AgentUnavailable from it marks the guest at once.  ``agent_opener`` opens
-    the agent (tests pass fakes of both).
+    the agent (tests pass fakes of both; None: no route check); the real ones
+    look for gagent's channel ``channel_name`` (else libvirt's org.qemu.guest_agent.0).
     """
+    if agent_opener is open_guest_agent:
+        agent_opener = partial(open_guest_agent, channel_name=channel_name)
+    if route_check is check_route:
+        route_check = partial(check_route, channel_name=channel_name)
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     progress = ScanProgress(hypervisors_total=len(targets))

@@ -303,6 +303,12 @@ def test_the_watched_agent_is_ours_when_the_domain_has_our_channel_even_when_dow
     pty = Channel("org.gagent.agent.0", "pty", "virtio", None, None, None)
     assert watched_route([pty]) is None
     assert watched_route([]) is None
+    # gagent's channel named otherwise: that one is ours, the default name is nobody's
+    named = Channel("org.example.agent.0", "unix", "virtio", "/run/b.sock", "bind", "connected")
+    route = watched_route([theirs, ours, named], "org.example.agent.0")
+    assert route is not None and route.socket_path == "/run/b.sock"
+    route = watched_route([theirs, ours], "org.example.agent.0")
+    assert route is not None and route.transport is Transport.LIBVIRT
 
 
 async def test_libvirts_agent_events_mark_its_agent_down_and_due_again(make_node, tmp_path):

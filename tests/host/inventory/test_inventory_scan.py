@@ -298,6 +298,19 @@ async def test_fake_agent_through_the_domains_channel(make_node, tmp_path):
 
 
 @pytest.mark.qemu_ga
+async def test_the_channel_asked_for_is_the_one_looked_for(make_node, qemu_ga):
+    """gagent's channel named otherwise (the configuration file's 'channel'): the scan
+    reaches the agent only when asked for the domain's own name."""
+    node = make_node("h1", [kvm("guest", agent_socket=str(qemu_ga.socket_path))])
+    other = await scan_hypervisors(parse_targets([node]), channel_name="org.example.agent.0")
+    (g,) = other.guests
+    assert g.agent_status == "unavailable"
+    assert "org.example.agent.0" in (g.agent_error or "")
+    same = await scan_hypervisors(parse_targets([node]), channel_name="org.gagent.agent.0")
+    assert same.guests[0].agent_status == "ok", same.guests[0].agent_error
+
+
+@pytest.mark.qemu_ga
 async def test_real_qemu_ga_through_the_domains_channel(make_node, qemu_ga):
     """The real qemu-ga of this host stands for a guest's agent: real answers, real parsing."""
     node = make_node("h1", [kvm("guest", agent_socket=str(qemu_ga.socket_path))])
