@@ -31,8 +31,6 @@ library alone.  :func:`frozen` (which builds on gagent.freeze's errors) and
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
 import socket
 import threading
@@ -60,6 +58,7 @@ from .protocol import (
     Reply,
     SyncReply,
 )
+from .sync_commands import SyncCommands
 
 if TYPE_CHECKING:
     from .freeze import FreezeRecord
@@ -105,7 +104,7 @@ def run_blocking(coro: Coroutine[Any, Any, T]) -> T:
         return done.value
     coro.close()
     raise StillSuspended(
-        f"{coro.__qualname__} suspended on {yielded!r}: it needs an event loop "
+        f"{getattr(coro, '__qualname__', coro)} suspended on {yielded!r}: it needs an event loop "
         "(use the async API, gagent.open_agent, under trio)"
     )
 
@@ -263,12 +262,14 @@ def connect_unix(path: str | os.PathLike[str], timeout: float | None) -> socket.
 # ------------------------------------------------------------------ the facade
 
 
-class SyncAgent:
+class SyncAgent(SyncCommands):
     """Every typed command of :class:`~gagent.commands.AgentCommands`, as a plain call.
 
-    The methods are made from AgentCommands' own (see the bottom of this
-    module), so they cannot drift from the async API.  ``commands`` is the
-    transport underneath (its ``frozen``, ``target``, ``name``...).
+    The methods come from :class:`~gagent.sync_commands.SyncCommands`, which
+    scripts/gen-sync.py writes from AgentCommands' source (so type checkers see
+    them, and they cannot drift from the async API); each runs its coroutine
+    through :meth:`run`.  ``commands`` is the transport underneath (its
+    ``frozen``, ``target``, ``name``...).
     """
 
     def __init__(self, commands: AgentCommands, timeout: float | None = DEFAULT_TIMEOUT):
@@ -312,20 +313,6 @@ class SyncAgent:
         self.close()
 
 
-def _blocking(name: str, method: Any) -> Any:
-    @functools.wraps(method)
-    def call(self: SyncAgent, *args: Any, **kwargs: Any) -> Any:
-        return self.run(getattr(self.commands, name)(*args, **kwargs))
-
-    return call
-
-
-for _class in reversed(AgentCommands.__mro__):  # its own methods and those it inherits
-    for _name, _method in vars(_class).items():
-        if not _name.startswith("_") and inspect.iscoroutinefunction(_method):
-            setattr(SyncAgent, _name, _blocking(_name, _method))
-
-
 @contextmanager
 def open_agent(
     path: str | os.PathLike[str],
@@ -366,7 +353,11 @@ def open_domain_agent(
     auto, socket or libvirt); ``timeout`` bounds libvirt's calls and then each
     command.  Needs libvirt-python (gagent[host]).
     """
-    from gagent.host.sync_domain import open_domain_agent as open_it
+    # gagent.host is host/ mapped in by the installer: a type checker of an editable
+    # install does not find it (of a wheel it does, hence unused-ignore).
+    from gagent.host.sync_domain import (  # type: ignore[import-not-found, unused-ignore]
+        open_domain_agent as open_it,
+    )
 
     with open_it(
         ref, uri=uri, transport=transport, channel_name=channel_name, timeout=timeout
