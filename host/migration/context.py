@@ -29,8 +29,6 @@ T = TypeVar("T")
 #: Opens the domain's agent for the probe (tests pass a fake).
 AgentOpener = Callable[["MigrationContext"], AbstractAsyncContextManager[AgentCommands]]
 
-AGENT_CHANNELS = (GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL)
-
 
 @dataclass(frozen=True)
 class MigrationOptions:
@@ -58,7 +56,7 @@ class AgentProbe:
 def _default_opener(ctx: MigrationContext) -> AbstractAsyncContextManager[AgentCommands]:
     from ..session import open_domain_agent
 
-    return open_domain_agent(ctx.domain.name, hypervisor=ctx.source)
+    return open_domain_agent(ctx.domain.name, hypervisor=ctx.source, channel_name=ctx.channel_name)
 
 
 @dataclass
@@ -71,6 +69,8 @@ class MigrationContext:
     options: MigrationOptions = MigrationOptions()
     agent_timeout: float = 5.0
     open_agent: AgentOpener = _default_opener
+    #: gagent's channel in the domain (the agent probe also looks for libvirt's)
+    channel_name: str = GAGENT_CHANNEL
     facts: DomainFacts = field(init=False)
     _memo: dict[str, _Memo] = field(default_factory=dict, init=False, repr=False)
 
@@ -113,7 +113,7 @@ class MigrationContext:
         channels = [
             c.name
             for c in list_channels(self.xml)
-            if c.target_type == "virtio" and c.name in AGENT_CHANNELS
+            if c.target_type == "virtio" and c.name in (self.channel_name, LIBVIRT_AGENT_CHANNEL)
         ]
         if not running or not channels:
             return AgentProbe(running, channels)

@@ -194,6 +194,7 @@ def make_context(
     options: MigrationOptions | None = None,
     agent: Any = None,
     agent_timeout: float = 5.0,
+    channel_name: str = "org.gagent.agent.0",
 ) -> MigrationContext:
     ctx = MigrationContext(
         source=source or FakeHypervisor(),  # type: ignore[arg-type]
@@ -203,6 +204,7 @@ def make_context(
         xml=xml,
         options=options or MigrationOptions(),
         agent_timeout=agent_timeout,
+        channel_name=channel_name,
     )
     ctx.open_agent = agent if agent is not None else agent_opener(FakeAgent())
     return ctx

@@ -236,6 +236,11 @@ async def test_guest_agent():
     assert status is Status.WARNING and message.startswith("no agent channel")
     status, _ = await status_of("guest-agent", state=DomainState.SHUTOFF, agent=unreachable())
     assert status is Status.SUCCESS
+    # gagent's channel named otherwise (--channel): the domain's port under that name counts
+    status, _ = await status_of("guest-agent", xml=no_channel, channel_name="org.example.other")
+    assert status is Status.SUCCESS
+    status, message = await status_of("guest-agent", channel_name="org.example.other")
+    assert status is Status.WARNING and message.startswith("no agent channel")
 
 
 async def test_guest_agent_that_hangs_is_a_warning_after_the_agent_timeout(autojump_clock):
