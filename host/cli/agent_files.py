@@ -1,5 +1,6 @@
 """``gagent agent``'s commands that move data: ``exec`` (a program's output) and the
-copies (``copy-to``, ``copy-from``), with their progress line.
+copies (``copy-to``, ``copy-from``), with their progress (a line on a terminal, JSON
+lines on stderr with ``--json``: :mod:`.progress`).
 
 Registered on :data:`~.agent.agent_group` when imported; :mod:`.admin` (the module the
 CLI loads for ``gagent agent``) imports it.
@@ -21,14 +22,26 @@ from .progress import Progress
 __all__ = ["copy_from", "copy_to", "exec_"]
 
 
-@agent_group.command("exec", context_settings={"ignore_unknown_options": True})
+# Options go before ARGV: every word from the program on is the program's own
+# ('exec ls --json' runs 'ls --json'; 'exec --json ls' prints JSON).
+@agent_group.command(
+    "exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
+)
 @click.option("--input", "input_file", type=click.File("rb"), help="Feed this file to stdin.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the result as JSON (exit code, signal, stdout and stderr in base64); before ARGV.",
+)
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_options
-def exec_(options: AgentOptions, input_file: Any, argv: tuple[str, ...]) -> int:
+def exec_(options: AgentOptions, input_file: Any, as_json: bool, argv: tuple[str, ...]) -> int:
     """Run ARGV in the guest, print its output, exit with its exit code."""
     from gagent import programs
 
+    if as_json:  # as --json before the command
+        options.output.as_json = True
     data = input_file.read() if input_file else None
     result = options.run(
         lambda agent: programs.run_program(agent, list(argv), input=data),
@@ -61,7 +74,8 @@ def exec_(options: AgentOptions, input_file: Any, argv: tuple[str, ...]) -> int:
 
 
 def _copy(options: AgentOptions, label: str, copy: Callable[..., Awaitable[int]]) -> int:
-    with Progress(label) as progress:  # drawn on a terminal only; its line always ends
+    # a line on a terminal (always ended), JSON lines with --json, else nothing
+    with Progress(label, as_json=options.output.as_json) as progress:
         shown = progress if progress.enabled else None
         return options.run(lambda agent: copy(agent, progress=shown), default_timeout=LONG_TIMEOUT)
 

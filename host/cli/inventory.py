@@ -1,9 +1,10 @@
 """``gagent inventory scan|list|show|diff``: every guest on every hypervisor, kept in a database.
 
 Registered by ``host/cli/__init__.py`` as ``cli.add_command(inventory_group)``.
-Tables and JSON go to stdout; conflicts, the summary and (on a terminal
-only) the progress line go to stderr.  ``scan`` exits 8 when a hypervisor
-could not be scanned (the others are still scanned, printed and stored).
+Tables and JSON go to stdout; conflicts, the summary and the progress go to
+stderr (a line on a terminal, JSON lines with ``--json``: :mod:`.progress`).
+``scan`` exits 8 when a hypervisor could not be scanned (the others are still
+scanned, printed and stored).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import trio
 
 from gagent.errors import UsageError
 
-from .progress import Progress, human_count
+from .progress import Progress
 
 EXIT_HOST = 8  # as gagent.host.cli.EXIT_HOST: some hypervisor could not be scanned
 
@@ -109,6 +110,8 @@ def scan_command(
 
     URIs are libvirt URIs (qemu+ssh://root@kvm1/system, qemu:///system,
     test:///path/node.xml); name a URI without a host part as NAME=URI.
+    Progress goes to stderr: a line on a terminal; with --json (--format json),
+    JSON lines ({"event": "progress", ...}) a few times a second.
     """
     from gagent.host.inventory import Mode, Store, parse_targets, scan_hypervisors
     from gagent.host.inventory.report import (
@@ -124,7 +127,7 @@ def scan_command(
     fmt = "json" if as_json else fmt
     targets = parse_targets(list(uris), hosts_file)
     store = Store.open(db, busy_timeout=busy_timeout) if mode is not None else None
-    progress = Progress("scanning hypervisors", human=human_count)  # on a terminal only
+    progress = Progress("scanning hypervisors", unit="hypervisors", as_json=fmt == "json")
     started = time.monotonic()
     try:
         with progress:
@@ -167,6 +170,9 @@ def _show_scan(progress: Progress) -> Any:
         p.hypervisors_done,
         p.hypervisors_total,
         f"{p.guests} guests, agents {p.agents_done}/{p.agents_total}",
+        guests=p.guests,
+        agents_done=p.agents_done,
+        agents_total=p.agents_total,
     )
 
 

@@ -5,7 +5,8 @@
 concurrently, each under ``--check-timeout``, and prints the report (``--json``:
 the full report).  ``migrate`` runs the same checks, applies the policy, then
 libvirt's migrate3 with ``--live`` / ``--persistent`` / ``--undefine-source`` /
-``--copy-storage``, showing progress from the job info on a terminal.
+``--copy-storage``, showing progress from the job info on a terminal (with
+``--json``: as JSON lines on stderr, :mod:`.progress`).
 
 Policy: any FAIL stops.  WARNINGs stop too unless ``--allow-warnings``; when
 stdin and stderr are a terminal (and without ``--json``), ``migrate`` asks
@@ -209,7 +210,8 @@ def _show_migration(progress: Progress) -> Callable[[Any], None]:
     """The migration job's progress (bytes of the data, when libvirt knows it) on ``progress``."""
 
     def show(job: Any) -> None:
-        progress(job.data_processed, job.data_total or None, f"{job.elapsed_ms / 1000:.1f}s")
+        seconds = job.elapsed_ms / 1000
+        progress(job.data_processed, job.data_total or None, f"{seconds:.1f}s", seconds=seconds)
 
     return show
 
@@ -247,7 +249,11 @@ def migrate(
     undefine_source: bool,
     migrate_uri: str | None,
 ) -> int:
-    """Run the checks, then migrate DOMAIN to DEST_URI if they allow it."""
+    """Run the checks, then migrate DOMAIN to DEST_URI if they allow it.
+
+    Progress goes to stderr: a line on a terminal; with --json, JSON lines
+    ({"event": "progress", ...}) a few times a second, the report on stdout.
+    """
     from gagent.errors import HostError
     from gagent.host.migration import (
         Decision,
@@ -280,12 +286,13 @@ def migrate(
             if decision is not Decision.PROCEED:
                 _explain(decision, report, acting=True)
                 return _decision_code(decision)
-            with Progress("migrating") as progress:  # on a terminal; its line always ends
+            # a line on a terminal (always ended), JSON lines with --json, else nothing
+            with Progress("migrating", as_json=as_json) as progress:
                 try:
                     result = await run_migration(
                         ctx,
                         uri=migrate_uri,
-                        on_progress=None if as_json else _show_migration(progress),
+                        on_progress=_show_migration(progress) if progress.enabled else None,
                     )
                 except HostError as exc:
                     progress.finish()

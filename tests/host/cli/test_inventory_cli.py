@@ -269,6 +269,19 @@ def test_progress_on_a_terminal_only(node):
     assert b"\r" not in piped.stderr and b"scanned 1 hypervisor(s)" in piped.stderr
 
 
+@pytest.mark.parametrize("flag", [["--json"], ["--format", "json"]])
+def test_json_scan_progress_is_json_lines_on_stderr(capsys, node, flag):
+    h1, h2 = node("h1", NodeDomain("vm1")), node("h2", NodeDomain("vm2"), NodeDomain("vm3"))
+    code, out, err = run(capsys, "scan", h1, h2, "--no-agent", *flag)
+    assert code == 0, err
+    assert len(json.loads(out)["guests"]) == 3  # stdout: the one result document
+    events = [json.loads(line) for line in err.splitlines()]  # stderr: JSON lines only
+    assert {event["event"] for event in events} == {"progress"}
+    assert events[-1] == {"event": "progress", "what": "scanning hypervisors", "done": 2,
+                          "total": 2, "unit": "hypervisors", "guests": 3, "agents_done": 0,
+                          "agents_total": 0}  # fmt: skip
+
+
 def test_two_scans_at_once_on_one_sqlite_file(tmp_path):
     db = str(tmp_path / "inv.sqlite3")
     nodes = []

@@ -158,6 +158,25 @@ def test_migrate_json(capsys, fake_migration):
     assert fake_migration[0]["options"].copy_storage
 
 
+def test_migrate_json_streams_progress_as_json_lines_on_stderr(capsys, monkeypatch):
+    from gagent.host.virt import JobProgress
+
+    async def run_migration(ctx, *, uri=None, on_progress=None, poll_interval=0.5):
+        assert on_progress is not None  # not a terminal, but --json: progress is wanted
+        on_progress(JobProgress("bounded", 500, 0, 1000, 100, 900))
+        on_progress(JobProgress("bounded", 1000, 0, 1000, 1000, 0))
+        return MigrationResult(ctx.facts.name, ctx.destination.uri, 1.0, flags_for(ctx.options))
+
+    monkeypatch.setattr(migration, "run_migration", run_migration)
+    code, out, err = migrate(capsys, "web", *ALL_PASS, "--json")
+    assert code == 0, err
+    assert json.loads(out)["migration"]["domain"] == "web"  # stdout: the one result
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert events[0] == {"event": "progress", "what": "migrating", "done": 100, "total": 1000,
+                         "unit": "bytes", "seconds": 0.5}  # fmt: skip
+    assert events[-1]["done"] == 1000  # the last state, even when rate-limited
+
+
 @pytest.mark.parametrize(
     ("answer", "expected", "migrated"), [("n\n", 11, 0), ("y\n", 0, 1), ("\n", 11, 0)]
 )
@@ -192,10 +211,13 @@ def test_migration_progress_in_human_units():
     from gagent.host.virt import JobProgress
 
     shown = []
-    show = migrate_cli._show_migration(lambda *args: shown.append(args))
+    show = migrate_cli._show_migration(lambda *args, **counts: shown.append((args, counts)))
     show(JobProgress("bounded", 2500, 0, 1 << 30, 256 << 20, 768 << 20))
     show(JobProgress("unbounded", 4000, 0, 0, 0, 0))
-    assert shown == [(256 << 20, 1 << 30, "2.5s"), (0, None, "4.0s")]
+    assert shown == [
+        ((256 << 20, 1 << 30, "2.5s"), {"seconds": 2.5}),
+        ((0, None, "4.0s"), {"seconds": 4.0}),
+    ]
 
 
 @pytest.fixture

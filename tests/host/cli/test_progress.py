@@ -1,12 +1,14 @@
 """host/cli/progress.py: one progress line (click's bar, human units, ETA, a final newline)
-drawn only on a terminal, and colour only on a terminal without NO_COLOR.  A
-pseudo-terminal stands for the terminal; a pipe or a StringIO for everything else.
+drawn only on a terminal, JSON lines instead with --json (rate-limited, the last state
+always), and colour only on a terminal without NO_COLOR.  A pseudo-terminal stands for
+the terminal; a pipe or a StringIO for everything else.
 The CLI's copy is checked end to end in a subprocess whose stderr is a pty, against
 the real qemu-ga on this host (fixture)."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import pty
 import re
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gagent.host.cli.progress import Progress, colour_on, human_count, style
+from gagent.host.cli.progress import JSON_PER_SECOND, Progress, colour_on, style
 
 GAGENT = Path(sys.executable).with_name("gagent")
 TIMEOUT = 60  # for subprocesses and reads
@@ -69,7 +71,7 @@ def test_an_unknown_total_shows_the_count_alone(terminal):
 
 def test_counts_in_other_units(terminal):
     stream, read = terminal
-    with Progress("scan", human=human_count, stream=stream) as progress:
+    with Progress("scan", unit="hypervisors", stream=stream) as progress:
         progress(1, 2, "5 guests, agents 3/4")
     assert "1 of 2, 5 guests, agents 3/4" in read()
 
@@ -86,6 +88,54 @@ def test_nothing_is_ended_when_nothing_was_drawn(terminal):
     stream, read = terminal
     Progress("copy-to", stream=stream).finish()
     assert read() == ""
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def events(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_json_lines_whether_or_not_a_terminal(terminal):
+    stream, read = terminal
+    with Progress("copy-to", as_json=True, stream=stream) as progress:
+        assert progress.enabled
+        progress(1 << 20, 4 << 20, "note for people")
+    shown = read()
+    assert "\x1b" not in shown and "%" not in shown  # no bar on the terminal
+    assert events(shown) == [{"event": "progress", "what": "copy-to", "done": 1 << 20,
+                              "total": 4 << 20, "unit": "bytes"}]  # fmt: skip
+    piped = io.StringIO()
+    with Progress("scanning", unit="hypervisors", as_json=True, stream=piped) as progress:
+        progress(1, None, "3 guests", guests=3)
+    [event] = events(piped.getvalue())
+    assert event == {"event": "progress", "what": "scanning", "done": 1, "total": None,
+                     "unit": "hypervisors", "guests": 3}  # fmt: skip
+
+
+def test_json_lines_are_rate_limited_and_the_last_state_is_always_written():
+    clock, stream = FakeClock(), io.StringIO()
+    with Progress("copy-from", as_json=True, stream=stream, clock=clock) as progress:
+        for done in range(1, 101):  # 100 updates within one second
+            progress(done, 100)
+            clock.now += 0.01
+    written = [event["done"] for event in events(stream.getvalue())]
+    assert written[0] == 1 and written[-1] == 100  # the first, and the last on finish
+    assert len(written) <= JSON_PER_SECOND + 2, written
+    assert written == sorted(set(written))
+
+
+def test_json_last_event_is_not_written_twice():
+    clock, stream = FakeClock(), io.StringIO()
+    with Progress("copy-to", as_json=True, stream=stream, clock=clock) as progress:
+        progress(5, 5)
+    assert [event["done"] for event in events(stream.getvalue())] == [5]
 
 
 def test_colour_only_on_a_terminal_and_never_with_no_color(terminal, monkeypatch):
