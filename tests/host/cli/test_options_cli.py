@@ -91,10 +91,17 @@ def test_json_after_exec_is_the_programs_word(capsys, agent):
     assert "guest-exec" in err
 
 
-def test_json_before_a_command_without_it_is_refused(capsys):
-    code, out, err = run(capsys, "--json", "demo")
+def test_json_before_a_command_without_it_is_refused(capsys, monkeypatch):
+    """Every gagent command has --json (tests/host/cli/test_json_everywhere.py): a
+    command made here without it stands for one added later and forgotten."""
+    import click
+
+    from gagent.host.cli import cli
+
+    monkeypatch.setitem(cli.commands, "plain", click.Command("plain", callback=lambda: None))
+    code, out, err = run(capsys, "--json", "plain")
     assert (code, out) == (2, "")
-    assert err == "gagent: error: 'gagent demo' takes no --json: leave it out\n"
+    assert err == "gagent: error: 'gagent plain' takes no --json: leave it out\n"
 
 
 def test_json_before_a_listing(capsys):
