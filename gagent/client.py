@@ -212,6 +212,7 @@ class Agent(CodecTransport):
             if event is NEED_DATA:
                 try:
                     stream = self.stream
+                    data: bytes | bytearray
                     if type(stream) is trio.SocketStream:
                         data = await _read_fd(stream.socket.fileno())
                     else:

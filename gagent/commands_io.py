@@ -52,7 +52,7 @@ class GuestIOCommands:
             arguments["count"] = count
         return await self.call_typed("guest-file-read", arguments)
 
-    async def file_write(self, handle: int, data: bytes) -> FileWrite:
+    async def file_write(self, handle: int, data: bytes | bytearray | memoryview) -> FileWrite:
         """Write ``data``; the reply's ``count`` says how much the agent wrote."""
         arguments = {"handle": _int(handle, "handle"), "buf-b64": _b64(data, "data")}
         return await self.call_typed("guest-file-write", arguments)

@@ -101,7 +101,8 @@ class ReplyDecoder:
             ],
             gc=False,
         )
-        self._decode = msgspec.json.Decoder(envelope).decode
+        # the envelope is made here: to a type checker its fields are unknown
+        self._decode: Callable[[bytes], Any] = msgspec.json.Decoder(envelope).decode
         #: Keep the last reply: a line equal to it gives the same event, undecoded.
         self.memo = memo
         self._memo: tuple[bytes, Any] = (b"", None)

@@ -218,7 +218,7 @@ class QGAConnection:
 
     # ---------------------------------------------------------------- receiving
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the peer; ``b""`` means EOF."""
         if not data:
             self._eof = True

@@ -210,7 +210,7 @@ class SyncCommands:
         """Read up to ``count`` bytes (the agent's default is 4 KiB, its maximum 48 MiB)."""
         return self.run(self.commands.file_read(handle, count))
 
-    def file_write(self, handle: int, data: bytes) -> FileWrite:
+    def file_write(self, handle: int, data: bytes | bytearray | memoryview) -> FileWrite:
         """Write ``data``; the reply's ``count`` says how much the agent wrote."""
         return self.run(self.commands.file_write(handle, data))
 

@@ -9,6 +9,7 @@ import json
 import pydoc
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,14 @@ def test_every_public_agent_method_is_documented():
         if not name.startswith("_") and callable(member) and not (member.__doc__ or "").strip()
     ]
     assert undocumented == []
+
+
+def test_the_core_package_type_checks(tmp_path):
+    """What py.typed promises: mypy finds no error in gagent's own annotations (a wrong
+    one shows up in a user's script as a false error, or hides a real one)."""
+    root = Path(gagent.__file__).resolve().parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), str(root)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
