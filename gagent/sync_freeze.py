@@ -26,7 +26,7 @@ from .errors import (
     GagentError,
 )
 from .freeze import FreezeRecord
-from .sync import AgentTimeout, SyncAgent
+from .sync_agent import AgentTimeout, SyncAgent
 
 __all__ = ["frozen"]
 
