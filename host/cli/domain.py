@@ -16,26 +16,24 @@ from gagent.errors import UsageError
 
 from .common import Output, run_command
 from .completion import domain_argument
+from .domain_options import DEFAULT_TIMEOUT, connect_option, json_option
 from .fanout import fan_out_options, human_line, parse_domains, run_many
 from .options import channel_option
-from .options import connect_option as shared_connect_option
+from .probe import channel_probe
 from .render import format_table, to_jsonable
 
 T = TypeVar("T")
 
-DEFAULT_TIMEOUT = 30.0
 #: What status keeps of its deadline to report a silent agent itself (exit 3).
 STATUS_RESERVE = 0.2
 #: as in gagent.host.cli's table: the guest is frozen
 EXIT_GUEST_FROZEN = 13
 
-connect_option = shared_connect_option()
 force_option = click.option(
     "--force",
     is_flag=True,
     help="Edit the definition even where oVirt/VDSM, nova or KubeVirt owns it (and may drop it).",
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 timeout_option = click.option(
     "--timeout",
     type=click.FloatRange(min=0),
@@ -60,6 +58,9 @@ def _with_domain(
 @click.group("channel")
 def channel_group() -> None:
     """Add, remove or list a domain's agent channels."""
+
+
+channel_group.add_command(channel_probe)  # defined in probe.py, on the options of domain_options.py
 
 
 @channel_group.command("add")
@@ -341,9 +342,3 @@ def watch(
             nursery.cancel_scope.cancel()
 
     run_command(run, seconds=None, target="libvirt")
-
-
-# 'channel probe' lives in probe.py, which imports shared options from this module and
-# registers itself under channel_group; imported here, at the end, so that whichever of
-# the two modules is imported first (the CLI loads its commands lazily), both are whole.
-from . import probe as _registers_channel_probe  # noqa: E402, F401

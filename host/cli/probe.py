@@ -1,6 +1,6 @@
 """``gagent channel probe``: time round trips through a channel (the guest answers).
 
-Registered under the ``channel`` group (``channel_group.add_command(channel_probe)``).
+Defined here, added to the ``channel`` group by domain.py (``channel_group.add_command``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import click
 
 from .common import Output, run_command
 from .completion import domain_argument
-from .domain import DEFAULT_TIMEOUT, channel_group, connect_option, json_option
+from .domain_options import DEFAULT_TIMEOUT, connect_option, json_option
 
 __all__ = ["channel_probe"]
 
@@ -83,6 +83,3 @@ def channel_probe(
     result = run_command(run, seconds=seconds, target=socket_path or f"domain {domain}")
     Output(as_json).emit(result.as_dict(), lambda _value: result.summary())
     return 0
-
-
-channel_group.add_command(channel_probe)
