@@ -21,6 +21,7 @@ import click
 from gagent.errors import GagentError, UsageError
 
 from .common import Interrupted, run_command, say
+from .options import channel_option
 
 __all__ = ["exporter"]
 
@@ -76,6 +77,7 @@ __all__ = ["exporter"]
     show_default=True,
     help="Guests collected at a time, per hypervisor.",
 )
+@channel_option
 @click.option(
     "--check",
     is_flag=True,
@@ -97,6 +99,7 @@ def exporter(
     agent_timeout: float,
     host_timeout: float,
     concurrency: int,
+    channel: str,
     check: bool,
     as_json: bool,
 ) -> int:
@@ -116,6 +119,7 @@ def exporter(
         agent_timeout=agent_timeout,
         host_timeout=host_timeout,
         concurrency=concurrency,
+        channel_name=channel,
     )
     if check:
         return run_command(

@@ -18,6 +18,7 @@ import trio
 
 from gagent.errors import UsageError
 
+from .options import channel_option
 from .progress import Progress
 
 EXIT_HOST = 8  # as gagent.host.cli.EXIT_HOST: some hypervisor could not be scanned
@@ -89,6 +90,7 @@ def inventory_group() -> None:
     show_default=True,
     help="Hypervisors (and agents) scanned at once.",
 )
+@channel_option
 @format_option
 @json_option
 def scan_command(
@@ -103,6 +105,7 @@ def scan_command(
     agent_timeout: float,
     host_timeout: float,
     concurrency: int,
+    channel: str,
     fmt: str,
     as_json: bool,
 ) -> int:
@@ -138,6 +141,7 @@ def scan_command(
                     agent_timeout=agent_timeout,
                     concurrency=concurrency,
                     host_timeout=host_timeout,
+                    channel_name=channel,
                     on_progress=_show_scan(progress),
                 )
             )

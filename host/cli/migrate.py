@@ -34,7 +34,7 @@ import trio
 
 from .common import CommandTimeout, run_command
 from .completion import domain_argument
-from .options import connect_option
+from .options import channel_option, connect_option
 from .progress import Progress, style
 from .render import dumps
 
@@ -94,6 +94,7 @@ def _checks_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--agent-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
             help="Seconds to wait for the guest's agent.",
         ),
+        channel_option,
         click.option(
             "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
             help="Seconds to connect to both hypervisors and read the domain "
@@ -138,7 +139,7 @@ def _explain(decision: Any, report: Any, *, acting: bool) -> None:
 
 async def _open_context(
     connect: str | None, dest_uri: str, domain: str, options: Any, agent_timeout: float,
-    deadline_seconds: float,
+    channel: str, deadline_seconds: float,
 ) -> Any:  # fmt: skip
     """Connect to both hypervisors and gather the context, all within ``deadline_seconds``
     (the command's --timeout: a destination that never answers must not hang it)."""
@@ -154,8 +155,9 @@ async def _open_context(
                 destination = await stack.enter_async_context(await open_hypervisor(dest_uri))
                 step = f"domain {domain} on {source.uri}"
                 ctx = await gather_context(
-                    source, destination, domain, options, agent_timeout=agent_timeout
-                )
+                    source, destination, domain, options, agent_timeout=agent_timeout,
+                    channel_name=channel,
+                )  # fmt: skip
         except trio.TooSlowError:
             raise CommandTimeout(deadline_seconds, step) from None
         stack.pop_all()  # the context owns both connections now (see _close)
@@ -178,6 +180,7 @@ def migrate_check(
     skip: tuple[str, ...],
     check_timeout: float,
     agent_timeout: float,
+    channel: str,
     timeout: float,
     copy_storage: bool,
     allow_warnings: bool,
@@ -190,7 +193,9 @@ def migrate_check(
     options = MigrationOptions(copy_storage=copy_storage)
 
     async def run() -> Any:
-        ctx = await _open_context(connect, dest_uri, domain, options, agent_timeout, timeout)
+        ctx = await _open_context(
+            connect, dest_uri, domain, options, agent_timeout, channel, timeout
+        )
         try:
             return await run_checks(ctx, checks, check_timeout=check_timeout)
         finally:
@@ -240,6 +245,7 @@ def migrate(
     skip: tuple[str, ...],
     check_timeout: float,
     agent_timeout: float,
+    channel: str,
     timeout: float,
     copy_storage: bool,
     allow_warnings: bool,
@@ -270,7 +276,9 @@ def migrate(
     out: dict[str, Any] = {}
 
     async def run() -> int:
-        ctx = await _open_context(connect, dest_uri, domain, options, agent_timeout, timeout)
+        ctx = await _open_context(
+            connect, dest_uri, domain, options, agent_timeout, channel, timeout
+        )
         try:
             report = await run_checks(ctx, checks, check_timeout=check_timeout)
             out["report"] = report

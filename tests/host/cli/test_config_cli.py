@@ -133,11 +133,23 @@ def test_the_files_channel_reaches_every_command_that_finds_an_agent(capsys, con
     assert "org.other.agent.0" in out + err and "org.example.agent.0" not in out + err
 
 
-def test_the_files_channel_reaches_a_group_snapshot(capsys, config):
+@pytest.mark.parametrize(
+    "command",
+    [("snapshot", "group", "create"), ("exporter",), ("migrate-check",), ("migrate",)],
+    ids=" ".join,
+)
+def test_the_files_channel_is_the_default_of_every_channel_option(capsys, config, command):
     config(f'connect = "{URI}"\nchannel = "org.example.agent.0"\n')
-    assert help_default(capsys, "snapshot", "group", "create", option="--channel") == (
-        "org.example.agent.0"
-    )
+    assert help_default(capsys, *command, option="--channel") == "org.example.agent.0"
+
+
+def test_the_files_channel_reaches_the_inventory_scan(capsys, config):
+    config('channel = "org.example.agent.0"\n')
+    code, out, err = run(capsys, "inventory", "scan", URI, "--json")
+    assert code == 0, err
+    (guest,) = json.loads(out)["guests"]
+    assert guest["agent_status"] == "unavailable"
+    assert "org.example.agent.0" in guest["agent_error"]
 
 
 def test_inventory_bounds_from_the_file_and_a_flag_over_them(capsys, config, tmp_path):
