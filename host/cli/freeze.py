@@ -20,64 +20,33 @@ from typing import Any, TypeVar
 import click
 
 from gagent.commands import AgentCommands
-from gagent.freeze import DEFAULT_FREEZE_TIMEOUT, DEFAULT_THAW_TIMEOUT
 
-from .common import Output, run_command, say
+from .common import Output, say
 from .completion import domain_argument
+from .freeze_options import (
+    allow_nothing_option,
+    connect_option,
+    freeze_timeout_option,
+    json_option,
+    mountpoint_option,
+    run_on_domain,
+    thaw_timeout_option,
+    timeout_option,
+    transport_option,
+)
+from .group_snapshot import group_command
 from .options import channel_option
-from .options import connect_option as shared_connect_option
+from .preflight import (
+    before_freeze,
+    delete_with_record,
+    fsfreeze_check,
+    snapshot_table,
+    snapshots_with_records,
+)
 
 __all__ = ["fsfreeze_group", "snapshot_group", "thaw_command"]
 
 T = TypeVar("T")
-
-
-connect_option = shared_connect_option()
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-transport_option = click.option(
-    "--transport",
-    type=click.Choice(["auto", "socket", "libvirt"]),
-    default="auto",
-    show_default=True,
-    help="gagent's channel (socket) or libvirt's org.qemu.guest_agent.0.",
-)
-
-
-def timeout_option(default: float) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option(
-        "--timeout",
-        type=click.FloatRange(min=0),
-        default=default,
-        show_default=True,
-        help="Deadline for the whole command in seconds, libvirt included (0: none); "
-        "a thaw that must follow a freeze still runs, within --thaw-timeout.",
-    )
-
-
-freeze_timeout_option = click.option(
-    "--freeze-timeout",
-    type=click.FloatRange(min=0.1),
-    default=DEFAULT_FREEZE_TIMEOUT,
-    show_default=True,
-    help="Seconds for the freeze reply (the guest is thawed if it does not come).",
-)
-thaw_timeout_option = click.option(
-    "--thaw-timeout",
-    type=click.FloatRange(min=0.1),
-    default=DEFAULT_THAW_TIMEOUT,
-    show_default=True,
-    help="Seconds for the thaw and its confirmation (up to three attempts).",
-)
-mountpoint_option = click.option(
-    "--mountpoint", "mountpoints", multiple=True, help="Freeze only these (repeat)."
-)
-allow_nothing_option = click.option(
-    "--allow-nothing-frozen", is_flag=True, help="A freeze of 0 filesystems is not an error."
-)
-
-
-def _run(func: Callable[[], Awaitable[T]], target: str, timeout: float | None = None) -> T:
-    return run_command(func, seconds=timeout, target=f"domain {target}")
 
 
 @asynccontextmanager
@@ -101,6 +70,9 @@ def fsfreeze_group() -> None:
     """Freeze, thaw or query a domain's filesystems through its agent."""
 
 
+fsfreeze_group.add_command(fsfreeze_check)  # 'fsfreeze check', defined in preflight.py
+
+
 @fsfreeze_group.command("freeze")
 @domain_argument()
 @mountpoint_option
@@ -122,8 +94,6 @@ def fsfreeze_freeze(domain: str, mountpoints: tuple[str, ...], allow_nothing_fro
     """
     from gagent.freeze import freeze
 
-    from .preflight import before_freeze
-
     async def run() -> Any:
         async with _domain_agent(connect, domain, transport, channel) as (session, agent, _):
             await before_freeze(session, agent, transport, list(mountpoints), channel)
@@ -134,7 +104,7 @@ def fsfreeze_freeze(domain: str, mountpoints: tuple[str, ...], allow_nothing_fro
             )  # fmt: skip
             return session.name, _fsfreeze_thaw(session, channel), record
 
-    name, thaw_with, record = _run(run, domain, timeout)
+    name, thaw_with, record = run_on_domain(run, domain, timeout)
     Output(as_json).emit(
         {"domain": name, "frozen": record.frozen, "thaw": thaw_with},
         lambda v: (
@@ -164,7 +134,7 @@ def fsfreeze_thaw(domain: str, thaw_timeout: float, connect: str | None, transpo
             )  # fmt: skip
             return session.name, record
 
-    name, record = _run(run, domain, timeout)
+    name, record = run_on_domain(run, domain, timeout)
     Output(as_json).emit(
         {"domain": name, "thawed": record.thawed, "confirmed": record.confirmed},
         lambda v: f"thawed {v['thawed']} filesystem(s) of {name} (guest-fsfreeze-status: thawed)",
@@ -186,7 +156,7 @@ def fsfreeze_status(domain: str, connect: str | None, transport: str, channel: s
         async with _domain_agent(connect, domain, transport, channel) as (session, agent, _):
             return session.name, await agent.fsfreeze_status()
 
-    name, status = _run(run, domain, timeout)
+    name, status = run_on_domain(run, domain, timeout)
     Output(as_json).emit({"domain": name, "status": status}, lambda v: f"{name}: {status}")
 
 
@@ -196,6 +166,9 @@ def fsfreeze_status(domain: str, connect: str | None, transport: str, channel: s
 @click.group("snapshot")
 def snapshot_group() -> None:
     """External disk-only snapshots: consistent through a freeze that always ends."""
+
+
+snapshot_group.add_command(group_command)  # 'snapshot group create|list|delete'
 
 
 @snapshot_group.command("create")
@@ -274,7 +247,7 @@ def snapshot_create(domain: str, name: str, disks: tuple[str, ...], no_quiesce: 
                 description=description, notify=warn, warn=warn,
             )  # fmt: skip
 
-    result, record = _run(run, domain, timeout)
+    result, record = run_on_domain(run, domain, timeout)
     value = {
         "domain": result.domain, "name": result.name, "method": result.method,
         "consistency": result.consistency, "metadata": result.metadata, "disks": result.disks,
@@ -296,9 +269,9 @@ def snapshot_create(domain: str, name: str, disks: tuple[str, ...], no_quiesce: 
 @json_option
 def snapshot_list(domain: str, connect: str | None, timeout: float, as_json: bool) -> None:
     """DOMAIN's snapshots that libvirt keeps (not those made with --no-metadata)."""
-    from .preflight import snapshot_table, snapshots_with_records
-
-    found = _run(lambda: _with_domain(connect, domain, snapshots_with_records), domain, timeout)
+    found = run_on_domain(
+        lambda: _with_domain(connect, domain, snapshots_with_records), domain, timeout
+    )
     Output(as_json).emit(found, snapshot_table)
 
 
@@ -316,12 +289,11 @@ def snapshot_list(domain: str, connect: str | None, timeout: float, as_json: boo
 def snapshot_delete(domain: str, name: str, metadata_only: bool, connect: str | None,
                     timeout: float, as_json: bool) -> None:  # fmt: skip
     """Delete snapshot NAME; libvirt >= 9.0 merges external overlays back (blockcommit)."""
-    from .preflight import delete_with_record
 
     async def delete(dom: Any) -> tuple[str, str]:
         return dom.name, await delete_with_record(dom, name, metadata_only=metadata_only)
 
-    found, message = _run(lambda: _with_domain(connect, domain, delete), domain, timeout)
+    found, message = run_on_domain(lambda: _with_domain(connect, domain, delete), domain, timeout)
     value = {"domain": found, "name": name, "metadata_only": metadata_only, "message": message}
     Output(as_json).emit(value, lambda v: v["message"])
 
@@ -372,7 +344,7 @@ def thaw_command(domain: str, thaw_timeout: float, connect: str | None, channel:
             connect_timeout=(timeout / 2) if timeout else 10.0,
         )  # fmt: skip
 
-    reports = _run(run, domain, timeout)
+    reports = run_on_domain(run, domain, timeout)
     Output(as_json).emit(
         reports,
         lambda value: "\n".join(
@@ -388,9 +360,3 @@ def thaw_command(domain: str, thaw_timeout: float, connect: str | None, channel:
             domain, failed[0].retry, [f"{r.route}: {r.error}" for r in failed],
             FreezeRecord(domain=domain),
         )  # fmt: skip
-
-
-from . import preflight as _preflight  # noqa: E402, F401  (registers 'fsfreeze check')
-from .group_snapshot import group_command as _group  # noqa: E402
-
-snapshot_group.add_command(_group)  # 'snapshot group create|list|delete'

@@ -1,6 +1,7 @@
 """``gagent snapshot group create|list|delete``: several domains at one frozen instant.
 
-Registered in :data:`gagent.host.cli.freeze.snapshot_group` (imported last there).
+Defined here on the options of :mod:`.freeze_options`; :mod:`gagent.host.cli.freeze`
+adds it to its ``snapshot_group``.
 ``create`` runs under :func:`~gagent.host.cli.common.run_command` like every freeze:
 Ctrl-C, SIGTERM, SIGHUP and ``--timeout`` thaw every member that froze (shielded,
 within ``--thaw-timeout``) and remove the snapshots already taken before it exits.
@@ -22,8 +23,7 @@ import click
 from gagent.errors import UsageError
 
 from .common import Output, run_command, say
-from .freeze import (
-    channel_option,
+from .freeze_options import (
     connect_option,
     freeze_timeout_option,
     json_option,
@@ -31,6 +31,7 @@ from .freeze import (
     timeout_option,
     transport_option,
 )
+from .options import channel_option
 from .render import format_table
 
 __all__ = ["group_command", "parse_members"]

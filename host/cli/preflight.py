@@ -1,7 +1,7 @@
 """``gagent fsfreeze check``, the preflight before ``fsfreeze freeze``, and snapshot records.
 
-``fsfreeze check DOMAIN`` registers itself in :data:`fsfreeze_group` (this module
-is imported last by :mod:`gagent.host.cli.freeze`, as ``channel probe`` is).  It
+``fsfreeze check DOMAIN`` is defined here and added to ``fsfreeze_group`` by
+:mod:`gagent.host.cli.freeze`, on the options of :mod:`.freeze_options`.  It
 exits 0 when a freeze is expected to work, 10 (``EXIT_CODES``: a check failed)
 otherwise, with every finding and its fix.
 """
@@ -18,16 +18,15 @@ from gagent.commands import AgentCommands
 
 from .common import Output, say
 from .completion import domain_argument
-from .freeze import (
-    _run,
-    channel_option,
+from .freeze_options import (
     connect_option,
-    fsfreeze_group,
     json_option,
     mountpoint_option,
+    run_on_domain,
     timeout_option,
     transport_option,
 )
+from .options import channel_option
 from .render import format_table
 
 __all__ = [
@@ -58,7 +57,7 @@ async def before_freeze(
         say(f"gagent: warning: {line}")
 
 
-@fsfreeze_group.command("check")
+@click.command("check")
 @domain_argument()
 @mountpoint_option
 @connect_option
@@ -96,7 +95,7 @@ def fsfreeze_check(domain: str, mountpoints: tuple[str, ...], connect: str | Non
             found = assess(facts, thaw_command=thaw, mountpoints=mountpoints)
             return session.name, facts, found
 
-    name, facts, found = _run(run, domain, timeout)
+    name, facts, found = run_on_domain(run, domain, timeout)
     ok = freeze_expected_to_work(found)
     value = {
         "domain": name, "ok": ok, "findings": [asdict(f) for f in found],
