@@ -16,7 +16,7 @@ import shlex
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from gagent.errors import HostError
 
@@ -39,8 +39,6 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 if TYPE_CHECKING:
     import trio
-
-    from .virt import Hypervisor
 
 T = TypeVar("T")
 
@@ -416,8 +414,17 @@ def _start_event_loop() -> None:
         _event_loop_running = True
 
 
+class Connected(Protocol):
+    """What :func:`watch_events` needs of a :class:`gagent.host.virt.Hypervisor`: its
+    connection (named by this protocol, so that this module need not import virt.py,
+    which builds on it)."""
+
+    @property
+    def conn(self) -> VirConnect: ...
+
+
 async def watch_events(
-    hypervisor: Hypervisor,
+    hypervisor: Connected,
     send: trio.MemorySendChannel[DomainEvent],
     *,
     task_status: trio.TaskStatus[None] | None = None,
