@@ -23,9 +23,7 @@ from gagent.host.channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
 from gagent.host.snapshot import (
     SnapshotMethod,
     SnapshotTimeout,
-    domain_disks,
     snapshot,
-    snapshot_xml,
     take_snapshot,
 )
 from gagent.host.snapshot_list import delete_snapshot, list_snapshots
@@ -136,38 +134,6 @@ class FakeHypervisor:
 
     async def lookup(self, ref: str) -> FakeDomain:
         return self.domain
-
-
-# ---------------------------------------------------------------- XML
-
-
-def test_snapshot_xml_all_writable_disks_by_default():
-    xml = snapshot_xml("s1", domain_disks(f"<domain><devices>{DISKS}</devices></domain>"))
-    assert "<name>s1</name>" in xml
-    assert '<disk name="vda" snapshot="external">\n      <driver type="qcow2"/>' in xml
-    assert '<disk name="vdb" snapshot="external">' in xml
-    assert '<disk name="sda" snapshot="no"/>' in xml
-
-
-def test_snapshot_xml_chosen_disks_and_overlay_paths():
-    disks = domain_disks(f"<domain><devices>{DISKS}</devices></domain>")
-    xml = snapshot_xml("s1", disks, ["vda=/backup/vda.qcow2"], description="nightly")
-    assert '<source file="/backup/vda.qcow2"/>' in xml
-    assert '<disk name="vdb" snapshot="no"/>' in xml
-    assert "<description>nightly</description>" in xml
-    for bad, message in ((["vdz"], "no disk 'vdz'"), (["sda"], "read-only")):
-        with pytest.raises(UsageError, match=message):
-            snapshot_xml("s1", disks, bad)
-    with pytest.raises(UsageError, match="bad snapshot name"):
-        snapshot_xml("a/b", disks)
-
-
-def test_domain_disks_reads_the_backing_chain():
-    domain = FakeDomain()
-    domain.disks["vda"], domain.backing["vda"] = "/img/data.s1", "/img/data.raw"
-    disks = {d.target: d for d in domain_disks(trio.run(domain.xml))}
-    assert (disks["vda"].source, disks["vda"].backing) == ("/img/data.s1", "/img/data.raw")
-    assert disks["sda"].readonly and disks["sda"].device == "cdrom"
 
 
 # ---------------------------------------------------------- the workflow
