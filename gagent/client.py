@@ -26,6 +26,7 @@ import trio
 
 from .errors import AgentTarget, ConnectionLost, ProtocolError, error_from_reply
 from .exchange import SYNC_IDS, CodecTransport, connect_error, resync
+from .inflight import note_cancelled_wait
 from .protocol import (
     DEFAULT_MAX_REPLY_SIZE,
     NEED_DATA,
@@ -117,10 +118,12 @@ class Agent(CodecTransport):
                 raise ConnectionLost(
                     f"{self.name}: connection lost during {command}: {exc}", command=command
                 ) from exc
-            except BaseException:
+            except BaseException as exc:
                 # Cancelled, timed out, or garbage: whatever reply is still
                 # coming must not be read as the next command's.
                 conn.abandon()
+                if isinstance(exc, trio.Cancelled):
+                    note_cancelled_wait(f"the reply of {self.name} to {command}")
                 raise
             if type(event) is Reply:
                 return event.value
@@ -222,6 +225,9 @@ class Agent(CodecTransport):
                         f"{self.name}: connection lost waiting for the reply to {command}: {exc}",
                         command=command,
                     ) from exc
+                except trio.Cancelled:
+                    note_cancelled_wait(f"the reply of {self.name} to {command}")
+                    raise
                 conn.receive_data(data)
                 continue
             if isinstance(event, Closed):

@@ -54,7 +54,15 @@ NO_REPLY_GRACE = 1.0
 
 
 class AgentTimeout(GagentError, TimeoutError):
-    """No answer within the call's ``timeout`` (the next call resynchronises first)."""
+    """No answer within the call's ``timeout`` (the next call resynchronises first).
+
+    ``waiting_for`` names what did not answer (``"the reply of vm1 to guest-info"``,
+    ``"libvirt (looking up vm1)"``), as :mod:`gagent.inflight` does for the trio API.
+    """
+
+    def __init__(self, message: str, waiting_for: str | None = None):
+        super().__init__(message)
+        self.waiting_for = waiting_for
 
 
 class StillSuspended(RuntimeError):
@@ -174,15 +182,22 @@ class BlockingAgent(CodecTransport):
             return None
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise AgentTimeout(f"{self.name}: no answer to {command} in time")
+            raise AgentTimeout(
+                f"{self.name}: no answer to {command} in time", self._reply_of(command)
+            )
         return left
+
+    def _reply_of(self, command: str) -> str:
+        return f"the reply of {self.name} to {command}"
 
     async def _send(self, data: bytes, command: str) -> None:
         try:
             self.sock.settimeout(self._remaining(command))
             self.sock.sendall(data)
         except TimeoutError:
-            raise AgentTimeout(f"{self.name}: could not send {command} in time") from None
+            raise AgentTimeout(
+                f"{self.name}: could not send {command} in time", self._reply_of(command)
+            ) from None
         except OSError as exc:
             raise ConnectionLost(
                 f"{self.name}: could not send {command}: {exc}", command=command
@@ -197,7 +212,9 @@ class BlockingAgent(CodecTransport):
                     self.sock.settimeout(self._remaining(command))
                     data = self.sock.recv(_RECEIVE_SIZE)
                 except TimeoutError:
-                    raise AgentTimeout(f"{self.name}: no answer to {command} in time") from None
+                    raise AgentTimeout(
+                        f"{self.name}: no answer to {command} in time", self._reply_of(command)
+                    ) from None
                 except OSError as exc:
                     raise ConnectionLost(
                         f"{self.name}: connection lost waiting for the reply to {command}: {exc}",
@@ -222,7 +239,9 @@ def connect_unix(path: str | os.PathLike[str], timeout: float | None) -> socket.
         sock.connect(path)
     except TimeoutError:
         sock.close()
-        raise AgentTimeout(f"connecting to {path} took longer than {timeout:g}s") from None
+        raise AgentTimeout(
+            f"connecting to {path} took longer than {timeout:g}s", f"the connection to {path}"
+        ) from None
     except OSError as exc:
         sock.close()
         raise connect_error(path, exc) from None

@@ -93,7 +93,7 @@ class Hypervisor:
         import trio  # on use: gagent.sync's blocking domain route builds on this module
 
         with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
-            await in_thread(self.conn.close)
+            await in_thread(self.conn.close, doing=f"closing the connection to {self.uri}")
 
     async def __aenter__(self) -> Hypervisor:
         return self

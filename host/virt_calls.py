@@ -4,8 +4,8 @@ libvirt-python blocks, so every call runs in a worker thread
 (``trio.to_thread.run_sync``); a ``libvirt.libvirtError`` becomes a
 :class:`~gagent.errors.HostError` (or a subclass) that keeps libvirt's error
 code and message.  Everything that names libvirt lives here: the import, that
-error translation, the error codes, flags and parameters, connecting, the
-event loop and event callbacks.  ``host/virt.py`` builds its
+error translation, the error codes, connecting, the event loop and event
+callbacks (the flags and parameters are plain values, in ``host/virt_flags.py``).  ``host/virt.py`` builds its
 :class:`~gagent.host.virt.Hypervisor` and :class:`~gagent.host.virt.Domain`
 on these; the rest of gagent.host talks to gagent.host.virt, not to this module.
 """
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from gagent.errors import HostError
+from gagent.inflight import note_cancelled_wait
 
 from .virt_types import (
     DomainEvent,
@@ -27,6 +28,14 @@ from .virt_types import (
     Unsupported,
     looks_like_uuid,
 )
+
+# The flags and parameters, libvirt's plain values: virt.py takes them from here.
+from .virt_flags import affect_flags as affect_flags
+from .virt_flags import migration_flags as migration_flags
+from .virt_flags import migration_params as migration_params
+from .virt_flags import snapshot_create_flags as snapshot_create_flags
+from .virt_flags import snapshot_delete_flags as snapshot_delete_flags
+from .virt_flags import xml_flags as xml_flags
 
 try:
     import libvirt
@@ -118,19 +127,28 @@ def within(seconds: float | None, func: Callable[[], T], doing: str) -> T:
     if not outcome:
         from gagent.sync import AgentTimeout  # on a timeout only: the import costs
 
-        raise AgentTimeout(f"libvirt did not answer within {seconds:.3g}s ({doing})")
+        raise AgentTimeout(
+            f"libvirt did not answer within {seconds:.3g}s ({doing})", f"libvirt ({doing})"
+        )
     ok, value = outcome[0]
     if ok:
         return value
     raise value
 
 
-async def in_thread(run: Callable[[], T], *, abandon_on_cancel: bool = True) -> T:
+async def in_thread(run: Callable[[], T], *, doing: str, abandon_on_cancel: bool = True) -> T:
     """``run()`` in a trio worker thread.  trio is imported here, on first use: the
-    blocking callers of this module (gagent.sync's domain route) never load it."""
+    blocking callers of this module (gagent.sync's domain route) never load it.
+
+    Cancelled while libvirt has not answered, it notes ``doing`` for the timeout's
+    line (:mod:`gagent.inflight`)."""
     import trio
 
-    return await trio.to_thread.run_sync(run, abandon_on_cancel=abandon_on_cancel)
+    try:
+        return await trio.to_thread.run_sync(run, abandon_on_cancel=abandon_on_cancel)
+    except trio.Cancelled:
+        note_cancelled_wait(f"libvirt ({doing})")
+        raise
 
 
 async def call(func: Callable[..., T], *args: Any, doing: str, abandon_on_cancel: bool = True) -> T:
@@ -149,7 +167,7 @@ async def call(func: Callable[..., T], *args: Any, doing: str, abandon_on_cancel
         except libvirt.libvirtError as exc:
             raise _host_error(exc, doing) from None
 
-    return await in_thread(run, abandon_on_cancel=abandon_on_cancel)
+    return await in_thread(run, doing=doing, abandon_on_cancel=abandon_on_cancel)
 
 
 async def query(func: Callable[..., T], *args: Any, doing: str) -> T:
@@ -161,7 +179,7 @@ async def query(func: Callable[..., T], *args: Any, doing: str) -> T:
         except libvirt.libvirtError as exc:
             raise _host_error(exc, doing, _error_kind(exc)) from None
 
-    return await in_thread(run, abandon_on_cancel=True)
+    return await in_thread(run, doing=doing, abandon_on_cancel=True)
 
 
 _NOT_FOUND = {
@@ -196,7 +214,7 @@ async def agent_command(dom: VirDomain, request: str, wait_seconds: int, *, doin
         except libvirt.libvirtError as exc:
             raise _host_error(exc, doing, LibvirtAgentError) from None
 
-    return await in_thread(run, abandon_on_cancel=True)
+    return await in_thread(run, doing=doing, abandon_on_cancel=True)
 
 
 # ------------------------------------------------ connections and domains
@@ -213,12 +231,15 @@ async def connect(uri: str | None, *, events: bool, cancellable: bool = True) ->
         except libvirt.libvirtError as exc:
             raise _host_error(exc, f"cannot connect to {uri or 'the default hypervisor'}") from None
 
-    return await in_thread(run, abandon_on_cancel=cancellable)
+    where = uri or "the default hypervisor"
+    return await in_thread(run, doing=f"connecting to {where}", abandon_on_cancel=cancellable)
 
 
 async def lookup_domain(conn: VirConnect, ref: str, *, uri: str) -> VirDomain:
     """A domain by name, UUID or numeric ID (tried in the order virsh does: ID, UUID, name)."""
-    return await in_thread(lambda: find_domain(conn, ref, uri=uri))
+    return await in_thread(
+        lambda: find_domain(conn, ref, uri=uri), doing=f"looking up {ref} on {uri}"
+    )
 
 
 def find_domain(conn: VirConnect, ref: str, *, uri: str) -> VirDomain:
@@ -333,63 +354,6 @@ def bridge_name(net: libvirt.virNetwork) -> str | None:
         return net.bridgeName() or None
     except libvirt.libvirtError:
         return None  # networks without a bridge (macvtap, hostdev pools)
-
-
-# ---------------------------------------------------- flags and parameters
-
-
-def _flags(*wanted: tuple[bool, int]) -> int:
-    flags = 0
-    for on, flag in wanted:
-        if on:
-            flags |= flag
-    return flags
-
-
-def xml_flags(*, inactive: bool) -> int:
-    return libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
-
-
-def affect_flags(*, live: bool, config: bool) -> int:
-    return _flags(
-        (live, libvirt.VIR_DOMAIN_AFFECT_LIVE), (config, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-    )
-
-
-def snapshot_create_flags(
-    *, disk_only: bool, atomic: bool, no_metadata: bool, quiesce: bool
-) -> int:
-    return _flags(
-        (disk_only, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY),
-        (atomic, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC),
-        (no_metadata, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA),
-        (quiesce, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE),
-    )
-
-
-def snapshot_delete_flags(*, metadata_only: bool) -> int:
-    return libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY if metadata_only else 0
-
-
-def migration_flags(
-    *,
-    live: bool = False,
-    persist_dest: bool = False,
-    undefine_source: bool = False,
-    copy_storage: bool = False,
-) -> int:
-    """libvirt's VIR_MIGRATE_* flags for these options."""
-    return _flags(
-        (live, libvirt.VIR_MIGRATE_LIVE),
-        (persist_dest, libvirt.VIR_MIGRATE_PERSIST_DEST),
-        (undefine_source, libvirt.VIR_MIGRATE_UNDEFINE_SOURCE),
-        (copy_storage, libvirt.VIR_MIGRATE_NON_SHARED_DISK),
-    )
-
-
-def migration_params(*, uri: str | None) -> dict[str, Any]:
-    """migrate3's parameters: the hypervisor's own migration URI, when given."""
-    return {libvirt.VIR_MIGRATE_PARAM_URI: uri} if uri else {}
 
 
 # ------------------------------------------------------------------ events

@@ -136,8 +136,9 @@ class AgentOptions:
                 agent.commands.deadline = deadline  # type: ignore[attr-defined]
                 log_traffic(agent.commands, self.target)
                 return run_blocking(func(agent.commands))
-        except AgentTimeout:
-            raise CommandTimeout(seconds or 0, self.target) from None
+        except AgentTimeout as exc:
+            waits = [exc.waiting_for] if exc.waiting_for else []
+            raise CommandTimeout(seconds or 0, self.target, waits) from None
 
     def _run_many(
         self,

@@ -10,7 +10,7 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from gagent.errors import GagentError, UsageError
+from gagent.inflight import collecting
 
 from .render import dumps, render
 
@@ -43,12 +44,22 @@ class Interrupted(Exception):
 class CommandTimeout(GagentError):
     """The command's overall deadline (``--timeout``) passed."""
 
-    def __init__(self, seconds: float, target: str):
+    def __init__(self, seconds: float, target: str, waits: Sequence[str] = ()):
         self.seconds = seconds
         self.target = target
+        #: The waits cancelled meanwhile (gagent.inflight): the deadline cut the last one.
+        self.waits = list(waits)
+        said = f"timed out after {seconds:g}s waiting for {target}"
+        if not waits:
+            super().__init__(
+                f"{said} (is it answering? libvirtd, the agent in the guest, or the remote "
+                "host; raise --timeout for slow operations)"
+            )
+            return
+        who = "libvirtd" if waits[-1].startswith("libvirt") else "the agent in the guest"
         super().__init__(
-            f"timed out after {seconds:g}s waiting for {target} (is it answering? libvirtd, "
-            "the agent in the guest, or the remote host; raise --timeout for slow operations)"
+            f"{said}: still waiting for {waits[-1]} (is {who} answering? raise --timeout "
+            "if it is only slow)"
         )
 
 
@@ -135,18 +146,29 @@ def _raise_any_unconfirmed_thaw(cause: BaseException) -> None:
 
 
 async def _bounded(func: Callable[[], Awaitable[T]], seconds: float | None, target: str) -> T:
+    with deadline_of(seconds, target):
+        return await func()
+
+
+@contextmanager
+def deadline_of(seconds: float | None, target: str) -> Iterator[None]:
+    """``trio.fail_after(seconds)`` (None or 0: none) whose passing is a
+    :class:`CommandTimeout` naming ``target`` and the wait it cut (gagent.inflight).
+    An inner deadline's TooSlowError goes through unchanged."""
     import trio
 
     if not seconds:
-        return await func()
+        yield
+        return
     deadline = trio.current_time() + seconds
-    try:
-        with trio.fail_after(seconds):
-            return await func()
-    except trio.TooSlowError:
-        if trio.current_time() >= deadline:
-            raise CommandTimeout(seconds, target) from None
-        raise  # an inner deadline of func's own
+    with collecting() as waits:  # what this deadline cuts, not what an inner one did
+        try:
+            with trio.fail_after(seconds):
+                yield
+        except trio.TooSlowError:
+            if trio.current_time() >= deadline:
+                raise CommandTimeout(seconds, target, waits) from None
+            raise
 
 
 def say(line: str) -> None:

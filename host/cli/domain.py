@@ -316,25 +316,22 @@ def watch(
     from gagent.host.watch import ChangeEvent
     from gagent.host.watch import watch as watch_changes
 
-    from .common import CommandTimeout
+    from .common import deadline_of
 
     async def run() -> None:
         where = f"libvirt at {connect or 'the default URI'}"
         send, receive = trio.open_memory_channel[ChangeEvent](256)
         async with AsyncExitStack() as stack:
-            try:
-                with trio.fail_after(timeout):
-                    hypervisor = await open_hypervisor(connect, events=True)
-                await stack.enter_async_context(hypervisor)
-                nursery = await stack.enter_async_context(trio.open_nursery())
-                with trio.fail_after(timeout):
-                    # the banner means it: events registered and the baseline taken
-                    await nursery.start(
-                        partial(watch_changes, hypervisor, send, domain, poll_interval=interval,
-                                poll_timeout=timeout)
-                    )  # fmt: skip
-            except trio.TooSlowError:
-                raise CommandTimeout(timeout, where) from None
+            with deadline_of(timeout, where):
+                hypervisor = await open_hypervisor(connect, events=True)
+            await stack.enter_async_context(hypervisor)
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            with deadline_of(timeout, where):
+                # the banner means it: events registered and the baseline taken
+                await nursery.start(
+                    partial(watch_changes, hypervisor, send, domain, poll_interval=interval,
+                            poll_timeout=timeout)
+                )  # fmt: skip
             click.echo(f"watching {domain or 'all domains'} on {hypervisor.uri}", err=True)
             with trio.move_on_after(duration or float("inf")):
                 async for change in receive:

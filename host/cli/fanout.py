@@ -28,7 +28,7 @@ import click
 
 from gagent.errors import GagentError, UsageError
 
-from .common import CommandTimeout, run_command
+from .common import CommandTimeout, deadline_of, run_command
 from .render import _cell, json_result, render
 
 __all__ = ["DEFAULT_CONCURRENCY", "Outcome", "fan_out_options", "parse_domains", "run_many"]
@@ -139,36 +139,30 @@ async def _fan_out(
         sys.stdout.flush()  # a script reading the lines sees each domain as it ends
 
     libvirt = f"libvirt ({connect or 'the default URI'})"
-    try:
-        with trio.fail_after(seconds or float("inf")):
-            hypervisor = await open_hypervisor(connect)
-    except trio.TooSlowError:
-        raise CommandTimeout(seconds or 0, libvirt) from None
+    with deadline_of(seconds, libvirt):
+        hypervisor = await open_hypervisor(connect)
     outcomes: list[Outcome] = []
     async with hypervisor:
         # (label, what to look up): the user's own words, or each running domain's name
         # and UUID (a name that reads as an ID or UUID must not reach another domain)
         targets = [(ref, ref) for ref in domains or ()]
         if domains is None:
-            try:
-                with trio.fail_after(seconds or float("inf")):
-                    targets = await running_domains(hypervisor.conn)
-            except trio.TooSlowError:
-                raise CommandTimeout(seconds or 0, f"{libvirt} to list the domains") from None
+            with deadline_of(seconds, f"{libvirt} to list the domains"):
+                targets = await running_domains(hypervisor.conn)
         limiter = trio.CapacityLimiter(concurrency)
 
         async def one(label: str, ref: str) -> None:
             async with limiter:
                 start = time.perf_counter()
                 try:
-                    with trio.fail_after(seconds or float("inf")):
+                    with deadline_of(seconds, f"domain {label}"):
                         async with open_domain(ref, hypervisor=hypervisor) as session:
                             result, code = await work(session)
                     outcome = Outcome(label, code, _ms(start), result=result)
-                except trio.TooSlowError:
+                except trio.TooSlowError:  # an inner deadline of work's own
                     error = CommandTimeout(seconds or 0, f"domain {label}")
                     outcome = Outcome(label, exit_code_for(error), _ms(start), error=str(error))
-                except GagentError as exc:
+                except GagentError as exc:  # CommandTimeout of deadline_of too
                     outcome = Outcome(label, exit_code_for(exc), _ms(start), error=str(exc))
             outcomes.append(outcome)
             emit(outcome)

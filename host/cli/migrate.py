@@ -32,6 +32,8 @@ from typing import Any
 import click
 import trio
 
+from gagent.inflight import collecting
+
 from .common import CommandTimeout, run_command
 from .completion import domain_argument
 from .options import channel_option, connect_option
@@ -148,18 +150,19 @@ async def _open_context(
 
     step = f"the source hypervisor {connect or '(default URI)'}"
     async with AsyncExitStack() as stack:
-        try:
-            with trio.fail_after(deadline_seconds):
-                source = await stack.enter_async_context(await open_hypervisor(connect))
-                step = f"the destination hypervisor {dest_uri}"
-                destination = await stack.enter_async_context(await open_hypervisor(dest_uri))
-                step = f"domain {domain} on {source.uri}"
-                ctx = await gather_context(
-                    source, destination, domain, options, agent_timeout=agent_timeout,
-                    channel_name=channel,
-                )  # fmt: skip
-        except trio.TooSlowError:
-            raise CommandTimeout(deadline_seconds, step) from None
+        with collecting() as waits:
+            try:
+                with trio.fail_after(deadline_seconds):
+                    source = await stack.enter_async_context(await open_hypervisor(connect))
+                    step = f"the destination hypervisor {dest_uri}"
+                    destination = await stack.enter_async_context(await open_hypervisor(dest_uri))
+                    step = f"domain {domain} on {source.uri}"
+                    ctx = await gather_context(
+                        source, destination, domain, options, agent_timeout=agent_timeout,
+                        channel_name=channel,
+                    )  # fmt: skip
+            except trio.TooSlowError:
+                raise CommandTimeout(deadline_seconds, step, waits) from None
         stack.pop_all()  # the context owns both connections now (see _close)
         return ctx
 

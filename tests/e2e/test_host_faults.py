@@ -123,6 +123,8 @@ async def test_a_hung_libvirtd_cannot_outlive_the_timeout(main_domain, stopped_l
     code, _out, err, took = await trio.to_thread.run_sync(lambda: gagent(*argv))
     assert code == 4, err
     assert err.startswith("gagent: error: timed out after 3s waiting for domain"), err
+    # the line names the party that did not answer: libvirt, and the call it hung in
+    assert ": still waiting for libvirt (" in err and "(is libvirtd answering?" in err, err
     assert len(err.splitlines()) == 1, err
     assert took < 3 + MARGIN, took
 

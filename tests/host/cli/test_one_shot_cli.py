@@ -159,8 +159,9 @@ def test_timeout_is_the_commands_deadline(capsys, silent):
     out, err = capsys.readouterr()
     assert (code, out) == (4, "")
     assert err.splitlines() == [
-        f"gagent: error: timed out after 0.3s waiting for {path} (is it answering? libvirtd, "
-        "the agent in the guest, or the remote host; raise --timeout for slow operations)"
+        f"gagent: error: timed out after 0.3s waiting for {path}: still waiting for the reply "
+        f"of {path} to guest-sync-delimited (is the agent in the guest answering? raise "
+        "--timeout if it is only slow)"
     ]
 
 
