@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
@@ -14,6 +15,19 @@ def qemu_ga(tmp_path):
     """A real qemu-ga on this host (unix-listen, dangerous RPCs blocked), stopped by PID."""
     with local_qemu_ga(tmp_path) as agent:
         yield agent
+
+
+@pytest.fixture
+def silent_unix_socket(tmp_path):
+    """The path of a unix socket that accepts and never answers (an agent that hangs)."""
+    path = tmp_path / "silent.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(16)
+    try:
+        yield path
+    finally:
+        server.close()
 
 
 @pytest.fixture(autouse=True, scope="session")

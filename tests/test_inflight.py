@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
-import pytest
 import trio
 
 from gagent.client import open_agent
@@ -23,25 +20,14 @@ def test_nothing_is_kept_outside_collecting():
         assert fresh == []
 
 
-@pytest.fixture
-def silent_listener(tmp_path):
-    """A unix socket that accepts and never answers (an agent that hangs)."""
-    path = tmp_path / "silent.sock"
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(str(path))
-    server.listen(4)
-    yield path
-    server.close()
-
-
-async def test_the_trio_client_notes_the_reply_it_was_waiting_for(silent_listener):
+async def test_the_trio_client_notes_the_reply_it_was_waiting_for(silent_unix_socket):
     with collecting() as notes:
         with trio.move_on_after(0.3) as scope:
-            async with open_agent(silent_listener, sync=False) as agent:
+            async with open_agent(silent_unix_socket, sync=False) as agent:
                 await agent.execute("guest-info")
     assert scope.cancelled_caught
     assert len(notes) == 1 and notes[0].endswith("to guest-sync-delimited"), notes
-    assert str(silent_listener) in notes[0]
+    assert str(silent_unix_socket) in notes[0]
 
 
 async def test_a_wait_that_ends_normally_is_not_noted(qemu_ga):

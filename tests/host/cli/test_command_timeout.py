@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import pytest
@@ -26,16 +25,6 @@ def run_command(*args, **kwargs):
         raise group from None
 
 
-@pytest.fixture
-def silent_listener(tmp_path):
-    path = tmp_path / "silent.sock"
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(str(path))
-    server.listen(4)
-    yield path
-    server.close()
-
-
 def test_a_libvirt_call_that_never_returns_is_named():
     release = threading.Event()
 
@@ -56,13 +45,13 @@ def test_a_libvirt_call_that_never_returns_is_named():
     assert "still waiting for libvirt (getHostname) (is libvirtd answering?" in message
 
 
-def test_the_last_wait_cut_is_named_not_one_an_inner_deadline_handled(silent_listener):
+def test_the_last_wait_cut_is_named_not_one_an_inner_deadline_handled(silent_unix_socket):
     release = threading.Event()
 
     async def work() -> None:
         with trio.move_on_after(0.2):  # handled: the command goes on
             await call(lambda: release.wait(30), doing="getHostname")
-        async with open_agent(silent_listener, sync=False) as agent:
+        async with open_agent(silent_unix_socket, sync=False) as agent:
             await agent.ping()
 
     try:
@@ -87,12 +76,12 @@ def test_without_a_note_the_line_stays_general():
     )
 
 
-def test_the_blocking_route_names_the_reply_too(capsys, silent_listener):
-    code = main(["agent", "--socket", str(silent_listener), "--timeout", "0.5", "info"])
+def test_the_blocking_route_names_the_reply_too(capsys, silent_unix_socket):
+    code = main(["agent", "--socket", str(silent_unix_socket), "--timeout", "0.5", "info"])
     err = capsys.readouterr().err
     assert code == 4, err
     assert err == (
-        f"gagent: error: timed out after 0.5s waiting for {silent_listener}: still waiting for "
-        f"the reply of {silent_listener} to guest-sync-delimited (is the agent in the guest "
+        f"gagent: error: timed out after 0.5s waiting for {silent_unix_socket}: still waiting for "
+        f"the reply of {silent_unix_socket} to guest-sync-delimited (is the agent in the guest "
         "answering? raise --timeout if it is only slow)\n"
     )
