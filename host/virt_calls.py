@@ -5,9 +5,10 @@ libvirt-python blocks, so every call runs in a worker thread
 :class:`~gagent.errors.HostError` (or a subclass) that keeps libvirt's error
 code and message.  Everything that names libvirt lives here: the import, that
 error translation, the error codes, connecting, the event loop and event
-callbacks (the flags and parameters are plain values, in ``host/virt_flags.py``).  ``host/virt.py`` builds its
-:class:`~gagent.host.virt.Hypervisor` and :class:`~gagent.host.virt.Domain`
-on these; the rest of gagent.host talks to gagent.host.virt, not to this module.
+callbacks (the flags and parameters are plain values, in ``host/virt_flags.py``).
+``host/virt.py`` builds its :class:`~gagent.host.virt.Hypervisor` and
+:class:`~gagent.host.virt.Domain` on these; the rest of gagent.host talks to
+gagent.host.virt, not to this module.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 from gagent.errors import HostError
 from gagent.inflight import note_cancelled_wait
 
+# The flags and parameters are libvirt's plain values; virt.py takes them from here.
+from .virt_flags import affect_flags as affect_flags
+from .virt_flags import migration_flags as migration_flags
+from .virt_flags import migration_params as migration_params
+from .virt_flags import snapshot_create_flags as snapshot_create_flags
+from .virt_flags import snapshot_delete_flags as snapshot_delete_flags
+from .virt_flags import xml_flags as xml_flags
 from .virt_types import (
     DomainEvent,
     DomainNotFound,
@@ -28,14 +36,6 @@ from .virt_types import (
     Unsupported,
     looks_like_uuid,
 )
-
-# The flags and parameters, libvirt's plain values: virt.py takes them from here.
-from .virt_flags import affect_flags as affect_flags
-from .virt_flags import migration_flags as migration_flags
-from .virt_flags import migration_params as migration_params
-from .virt_flags import snapshot_create_flags as snapshot_create_flags
-from .virt_flags import snapshot_delete_flags as snapshot_delete_flags
-from .virt_flags import xml_flags as xml_flags
 
 try:
     import libvirt
