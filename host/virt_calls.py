@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from gagent.errors import HostError
-from gagent.inflight import note_cancelled_wait
 
 # The flags and parameters are libvirt's plain values; virt.py takes them from here.
 from .virt_flags import affect_flags as affect_flags
@@ -29,6 +28,11 @@ from .virt_flags import migration_params as migration_params
 from .virt_flags import snapshot_create_flags as snapshot_create_flags
 from .virt_flags import snapshot_delete_flags as snapshot_delete_flags
 from .virt_flags import xml_flags as xml_flags
+
+# How a blocking call is waited for (no libvirt in it); sync_domain.py, completion.py
+# and virt.py take these from here.
+from .virt_threads import in_thread as in_thread
+from .virt_threads import within as within
 from .virt_types import (
     DomainEvent,
     DomainNotFound,
@@ -107,48 +111,6 @@ def _host_error(
 
 def _error_kind(exc: libvirt.libvirtError) -> type[HostError]:
     return Unsupported if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT else HostError
-
-
-def within(seconds: float | None, func: Callable[[], T], doing: str) -> T:
-    """``func()`` (blocking libvirt calls) in a daemon thread, waited for at most ``seconds``
-    (None: no bound): libvirt cannot be interrupted, so a caller without trio moves on at
-    its deadline with :class:`gagent.sync.AgentTimeout` and the thread ends by itself."""
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            outcome.append((True, func()))
-        except BaseException as exc:  # handed to the caller's thread
-            outcome.append((False, exc))
-
-    worker = threading.Thread(target=run, name=f"gagent: {doing}", daemon=True)
-    worker.start()
-    worker.join(seconds)
-    if not outcome:
-        from gagent.sync import AgentTimeout  # on a timeout only: the import costs
-
-        raise AgentTimeout(
-            f"libvirt did not answer within {seconds:.3g}s ({doing})", f"libvirt ({doing})"
-        )
-    ok, value = outcome[0]
-    if ok:
-        return value
-    raise value
-
-
-async def in_thread(run: Callable[[], T], *, doing: str, abandon_on_cancel: bool = True) -> T:
-    """``run()`` in a trio worker thread.  trio is imported here, on first use: the
-    blocking callers of this module (gagent.sync's domain route) never load it.
-
-    Cancelled while libvirt has not answered, it notes ``doing`` for the timeout's
-    line (:mod:`gagent.inflight`)."""
-    import trio
-
-    try:
-        return await trio.to_thread.run_sync(run, abandon_on_cancel=abandon_on_cancel)
-    except trio.Cancelled:
-        note_cancelled_wait(f"libvirt ({doing})")
-        raise
 
 
 async def call(func: Callable[..., T], *args: Any, doing: str, abandon_on_cancel: bool = True) -> T:
