@@ -17,7 +17,7 @@ from .addressing import DomainFirstGroup
 from .common import CommandTimeout, Output, parse_call, run_command, stop_signals_raise
 from .completion import complete_domains
 from .fanout import fan_out_options, parse_domains
-from .options import connect_option, log_traffic
+from .options import connect_option, json_option, log_traffic
 from .views import VIEWS
 
 if TYPE_CHECKING:
@@ -209,7 +209,7 @@ _ONE_DOMAIN_ONLY = {"exec", "copy-to", "copy-from", "freeze", "thaw"}
     show_default=True,
     help="Name of gagent's channel in the domain.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@json_option("Print JSON instead of tables.")
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0),

@@ -17,6 +17,7 @@ import click
 from gagent.errors import UsageError
 
 from .agent import LONG_TIMEOUT, AgentOptions, agent_group, pass_options
+from .options import json_option
 from .progress import Progress
 
 __all__ = ["copy_from", "copy_to", "exec_"]
@@ -28,11 +29,8 @@ __all__ = ["copy_from", "copy_to", "exec_"]
     "exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
 )
 @click.option("--input", "input_file", type=click.File("rb"), help="Feed this file to stdin.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the result as JSON (exit code, signal, stdout and stderr in base64); before ARGV.",
+@json_option(
+    "Print the result as JSON (exit code, signal, stdout and stderr in base64); before ARGV."
 )
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_options

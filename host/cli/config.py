@@ -190,7 +190,7 @@ def config_group() -> None:
 
 @config_group.command("show")
 @click.option("-c", "--connect", metavar="URI", help="As given to other commands: shown as 'flag'.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")  # (options.py imports us)
 @click.pass_context
 def config_show(ctx: click.Context, connect: str | None, as_json: bool) -> None:
     """The merged configuration, and where each value came from (flag, env, file, default).

@@ -18,6 +18,7 @@ import trio
 from gagent.client import open_agent
 from gagent.localagent import BLOCKED_RPCS, local_qemu_ga
 
+from .options import json_option
 from .render import dumps, format_table, human_bytes
 
 DEMO_TIMEOUT = 30.0
@@ -105,9 +106,7 @@ def _libvirt_lines(report: dict[str, Any]) -> list[str]:
 
 
 @click.command("demo")
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print what the demo found as one JSON object."
-)
+@json_option("Print what the demo found as one JSON object.")
 def demo(as_json: bool) -> None:
     """Show gagent on embedded defaults: a local qemu-ga (dangerous RPCs blocked) and libvirt's
     built-in test:///default."""

@@ -19,6 +19,7 @@ from .completion import domain_argument
 from .domain_options import DEFAULT_TIMEOUT, connect_option, json_option
 from .fanout import fan_out_options, human_line, parse_domains, run_many
 from .options import channel_option
+from .options import json_option as shared_json_option
 from .probe import channel_probe
 from .render import format_table, to_jsonable
 
@@ -306,7 +307,7 @@ def _status_exit(report: dict[str, Any]) -> int:
     show_default=True,
     help="Seconds libvirt may take to connect, to start the watch and for each poll.",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, per change.")
+@shared_json_option("One JSON object per line, per change.")
 def watch(
     domain: str | None, connect: str | None, duration: float, interval: float, timeout: float,
     as_json: bool,

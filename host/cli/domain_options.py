@@ -6,13 +6,12 @@ its ``channel`` group, and probe.py needs nothing of domain.py.
 
 from __future__ import annotations
 
-import click
-
 from .options import connect_option as shared_connect_option
+from .options import json_option as shared_json_option
 
 __all__ = ["DEFAULT_TIMEOUT", "connect_option", "json_option"]
 
 DEFAULT_TIMEOUT = 30.0
 
 connect_option = shared_connect_option()
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+json_option = shared_json_option()

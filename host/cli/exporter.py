@@ -21,7 +21,7 @@ import click
 from gagent.errors import GagentError, UsageError
 
 from .common import Interrupted, run_command, say
-from .options import channel_option
+from .options import channel_option, json_option
 
 __all__ = ["exporter"]
 
@@ -84,12 +84,9 @@ __all__ = ["exporter"]
     help="Validate the options and connect to each hypervisor once, then exit "
     "(0: all reachable, 8: not).",
 )
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Events as JSON lines on stdout (listening, connected, reconnecting, stopped); "
-    "with --check, one JSON object.",
+@json_option(
+    "Events as JSON lines on stdout (listening, connected, reconnecting, stopped); "
+    "with --check, one JSON object."
 )
 def exporter(
     listen: str,

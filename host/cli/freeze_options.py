@@ -16,6 +16,7 @@ from gagent.freeze import DEFAULT_FREEZE_TIMEOUT, DEFAULT_THAW_TIMEOUT
 
 from .common import run_command
 from .options import connect_option as shared_connect_option
+from .options import json_option as shared_json_option
 
 __all__ = [
     "allow_nothing_option", "connect_option", "freeze_timeout_option", "json_option",
@@ -27,7 +28,7 @@ T = TypeVar("T")
 
 
 connect_option = shared_connect_option()
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+json_option = shared_json_option()
 transport_option = click.option(
     "--transport",
     type=click.Choice(["auto", "socket", "libvirt"]),

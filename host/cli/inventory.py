@@ -19,6 +19,7 @@ import trio
 from gagent.errors import UsageError
 
 from .options import channel_option
+from .options import json_option as shared_json_option
 from .progress import Progress
 
 EXIT_HOST = 8  # as gagent.host.cli.EXIT_HOST: some hypervisor could not be scanned
@@ -44,9 +45,7 @@ format_option = click.option(
     show_default=True,
     help="table: rscan's columns; wide: plus state and agent data.",
 )
-json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Same as --format json (indented on a terminal)."
-)
+json_option = shared_json_option("Same as --format json (indented on a terminal).")
 
 
 def _echo_err(line: str) -> None:

@@ -36,7 +36,7 @@ from gagent.inflight import collecting
 
 from .common import CommandTimeout, run_command
 from .completion import domain_argument
-from .options import channel_option, connect_option
+from .options import channel_option, connect_option, json_option
 from .progress import Progress, style
 from .render import dumps
 
@@ -107,7 +107,7 @@ def _checks_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Block migration: copy the local disks (local disks then pass).",
         ),
         click.option("--allow-warnings", is_flag=True, help="WARNINGs do not stop."),
-        click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON."),
+        json_option("Print the full report as JSON."),
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COMMAND_ARGS", "CONNECT_HELP", "GlobalOptions", "apply_global_options", "channel_option",
-    "connect_option", "global_options", "log_traffic",
+    "connect_option", "global_options", "json_option", "log_traffic",
 ]  # fmt: skip
 
 #: The logger of the agent traffic (``-vv``).
@@ -77,6 +77,11 @@ def channel_option(func: Any) -> Any:
     return click.option(
         "--channel", metavar="NAME", default=GAGENT_CHANNEL, show_default=True, help=CHANNEL_HELP
     )(func)
+
+
+def json_option(help: str = "Print JSON.") -> Any:
+    """A command's ``--json`` (its value then also comes from ``gagent --json CMD``)."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
 
 
 def global_options(func: Any) -> Any:
