@@ -4,9 +4,10 @@ Everything else in ``gagent.host`` talks to :class:`Hypervisor` and
 :class:`Domain`, imported from here.  libvirt-python blocks, so every call
 runs in a worker thread; a ``libvirt.libvirtError`` becomes a
 :class:`~gagent.errors.HostError` (or a subclass) that keeps libvirt's error
-code and message.  Only ``host/virt_calls.py`` imports libvirt (threads, error
-translation, flags, connecting, events); the types this interface hands out
-are libvirt-free, in ``host/virt_types.py``.  Both are re-exported here.
+code and message.  Only ``host/virt_calls.py`` imports libvirt (error
+translation, connecting, events), on ``host/virt_threads.py`` (the threads) and
+``host/virt_flags.py`` (the flags, plain values); the types this interface hands
+out are libvirt-free, in ``host/virt_types.py``.  Both are re-exported here.
 
 Connection URIs are chosen as virsh does: an explicit URI, else
 ``LIBVIRT_DEFAULT_URI``, else libvirt's own default.  ``test:///default`` is
