@@ -17,7 +17,7 @@ from .addressing import DomainFirstGroup
 from .common import CommandTimeout, Output, parse_call, run_command, stop_signals_raise
 from .completion import complete_domains
 from .fanout import fan_out_options, parse_domains
-from .options import connect_option, json_option, log_traffic
+from .options import Seconds, connect_option, json_option, log_traffic
 from .views import VIEWS
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ _ONE_DOMAIN_ONLY = {"exec", "copy-to", "copy-from", "freeze", "thaw"}
 @json_option("Print JSON instead of tables.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=Seconds(min=0),
     default=None,
     help=f"Overall deadline in seconds (default {DEFAULT_TIMEOUT:g}; "
     f"{LONG_TIMEOUT:g} for exec and copies; 0 for none).",

@@ -30,6 +30,7 @@ stay light.  An unknown key or a value of the wrong type is a usage error
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,8 @@ def _read(path: Path) -> dict[str, Setting]:
             table = tomllib.load(file)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML: not UTF-8 text ({exc.reason})") from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot read it: {exc.strerror}") from None
     where = str(path)
@@ -136,7 +139,7 @@ def _seconds(path: Path, name: str, value: Any) -> float:
     if name != "default" and name not in TIMEOUT_GROUPS:
         known = ", ".join(("default", *TIMEOUT_GROUPS))
         raise UsageError(f"{path}: unknown key 'timeout.{name}' (known: {known})")
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if not _finite_number(value) or value < 0:
         raise UsageError(
             f"{path}: timeout.{name} must be a number of seconds >= 0 (0: none), not {value!r}"
         )
@@ -148,13 +151,17 @@ def _inventory_seconds(path: Path, name: str, value: Any) -> float:
         known = ", ".join(f"inventory.{key}" for key in INVENTORY_KEYS)
         raise UsageError(f"{path}: unknown key 'inventory.{name}' (known: {known})")
     zero_allowed = INVENTORY_KEYS[name]
-    number = not isinstance(value, bool) and isinstance(value, int | float)
-    if not number or value < 0 or (value == 0 and not zero_allowed):
+    if not _finite_number(value) or value < 0 or (value == 0 and not zero_allowed):
         bound = ">= 0 (0: none)" if zero_allowed else "> 0"
         raise UsageError(
             f"{path}: inventory.{name} must be a number of seconds {bound}, not {value!r}"
         )
     return float(value)
+
+
+def _finite_number(value: Any) -> bool:
+    """An int or float, not a bool, and not nan or inf (TOML has both)."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
 def file_values(settings: dict[str, Setting], command: str) -> dict[str, Any]:

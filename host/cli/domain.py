@@ -18,7 +18,7 @@ from .common import Output, run_command
 from .completion import domain_argument
 from .domain_options import DEFAULT_TIMEOUT, connect_option, json_option
 from .fanout import fan_out_options, human_line, parse_domains, run_many
-from .options import channel_option
+from .options import Seconds, channel_option
 from .options import json_option as shared_json_option
 from .probe import channel_probe
 from .render import format_table, to_jsonable
@@ -37,7 +37,7 @@ force_option = click.option(
 )
 timeout_option = click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=Seconds(min=0),
     default=DEFAULT_TIMEOUT,
     show_default=True,
     help="Deadline for the whole command in seconds, libvirt included (0: none).",
@@ -187,7 +187,7 @@ def channel_list(domain: str, connect: str | None, timeout: float, as_json: bool
 @json_option
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=Seconds(min=0),
     default=5.0,
     show_default=True,
     help="Deadline for the whole command, libvirt included (0: none); per domain with "
@@ -295,14 +295,14 @@ def _status_exit(report: dict[str, Any]) -> int:
 @click.option(
     "--for",
     "duration",
-    type=click.FloatRange(min=0),
+    type=Seconds(min=0),
     default=0,
     help="Stop after this many seconds (default: until Ctrl-C).",
 )
-@click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True)
+@click.option("--interval", type=Seconds(min=0.05), default=0.5, show_default=True)
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0.1),
+    type=Seconds(min=0.1),
     default=DEFAULT_TIMEOUT,
     show_default=True,
     help="Seconds libvirt may take to connect, to start the watch and for each poll.",

@@ -21,7 +21,7 @@ import click
 from gagent.errors import GagentError, UsageError
 
 from .common import Interrupted, run_command, say
-from .options import channel_option, json_option
+from .options import Seconds, channel_option, json_option
 
 __all__ = ["exporter"]
 
@@ -58,14 +58,14 @@ __all__ = ["exporter"]
 )
 @click.option(
     "--agent-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(min=0, min_open=True),
     default=10.0,
     show_default=True,
     help="Deadline of one guest's collection; past it only that guest goes stale.",
 )
 @click.option(
     "--host-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(min=0, min_open=True),
     default=30.0,
     show_default=True,
     help="Deadline of one libvirt call or connect; past it the exporter reconnects.",

@@ -35,7 +35,7 @@ from .freeze_options import (
     transport_option,
 )
 from .group_snapshot import group_command
-from .options import channel_option
+from .options import Seconds, channel_option
 from .preflight import (
     before_freeze,
     delete_with_record,
@@ -207,7 +207,7 @@ snapshot_group.add_command(group_command)  # 'snapshot group create|list|delete'
 @thaw_timeout_option
 @click.option(
     "--snapshot-timeout",
-    type=click.FloatRange(min=0.1),
+    type=Seconds(min=0.1),
     default=60.0,
     show_default=True,
     help="Seconds the guest may stay frozen for libvirt's call.",

@@ -15,6 +15,7 @@ import click
 from gagent.freeze import DEFAULT_FREEZE_TIMEOUT, DEFAULT_THAW_TIMEOUT
 
 from .common import run_command
+from .options import Seconds
 from .options import connect_option as shared_connect_option
 from .options import json_option as shared_json_option
 
@@ -41,7 +42,7 @@ transport_option = click.option(
 def timeout_option(default: float) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return click.option(
         "--timeout",
-        type=click.FloatRange(min=0),
+        type=Seconds(min=0),
         default=default,
         show_default=True,
         help="Deadline for the whole command in seconds, libvirt included (0: none); "
@@ -51,14 +52,14 @@ def timeout_option(default: float) -> Callable[[Callable[..., Any]], Callable[..
 
 freeze_timeout_option = click.option(
     "--freeze-timeout",
-    type=click.FloatRange(min=0.1),
+    type=Seconds(min=0.1),
     default=DEFAULT_FREEZE_TIMEOUT,
     show_default=True,
     help="Seconds for the freeze reply (the guest is thawed if it does not come).",
 )
 thaw_timeout_option = click.option(
     "--thaw-timeout",
-    type=click.FloatRange(min=0.1),
+    type=Seconds(min=0.1),
     default=DEFAULT_THAW_TIMEOUT,
     show_default=True,
     help="Seconds for the thaw and its confirmation (up to three attempts).",

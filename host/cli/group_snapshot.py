@@ -31,7 +31,7 @@ from .freeze_options import (
     timeout_option,
     transport_option,
 )
-from .options import channel_option
+from .options import Seconds, channel_option
 from .render import format_table
 
 __all__ = ["group_command", "parse_members"]
@@ -87,7 +87,7 @@ def group_command() -> None:
 @freeze_timeout_option
 @thaw_timeout_option
 @click.option(
-    "--snapshot-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+    "--snapshot-timeout", type=Seconds(min=0.1), default=60.0, show_default=True,
     help="Seconds a member may stay frozen for libvirt's call.",
 )  # fmt: skip
 @connect_option

@@ -18,7 +18,7 @@ import trio
 
 from gagent.errors import UsageError
 
-from .options import channel_option
+from .options import Seconds, channel_option
 from .options import json_option as shared_json_option
 from .progress import Progress
 
@@ -32,7 +32,7 @@ db_option = click.option(
 )
 busy_option = click.option(
     "--busy-timeout",
-    type=click.FloatRange(min=0),
+    type=Seconds(min=0),
     default=30.0,
     show_default=True,
     help="Seconds to wait for another scan's transaction to finish.",
@@ -70,14 +70,14 @@ def inventory_group() -> None:
 )
 @click.option(
     "--agent-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(min=0, min_open=True),
     default=5.0,
     show_default=True,
     help="Seconds per guest agent.",
 )
 @click.option(
     "--host-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(min=0, min_open=True),
     default=60.0,
     show_default=True,
     help="Seconds per hypervisor (connect and list).",

@@ -36,7 +36,7 @@ from gagent.inflight import collecting
 
 from .common import CommandTimeout, run_command
 from .completion import domain_argument
-from .options import channel_option, connect_option, json_option
+from .options import Seconds, channel_option, connect_option, json_option
 from .progress import Progress, style
 from .render import dumps
 
@@ -89,16 +89,16 @@ def _checks_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--no-plugins", is_flag=True, help="Skip checks from installed plugins."),
         click.option("--skip", multiple=True, metavar="CHECK", help="Do not run CHECK (repeat)."),
         click.option(
-            "--check-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+            "--check-timeout", type=Seconds(min=0), default=30.0, show_default=True,
             help="Seconds each check may take before it counts as FAIL (0: no limit).",
         ),
         click.option(
-            "--agent-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+            "--agent-timeout", type=Seconds(min=0.1), default=5.0, show_default=True,
             help="Seconds to wait for the guest's agent.",
         ),
         channel_option,
         click.option(
-            "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+            "--timeout", type=Seconds(min=0.1), default=30.0, show_default=True,
             help="Seconds to connect to both hypervisors and read the domain "
             "(a destination that never answers fails here).",
         ),

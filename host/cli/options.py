@@ -16,6 +16,7 @@ Only click and logging are imported: the one-shot commands stay light.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,17 @@ class GlobalOptions:
     connect: str | None = None
     as_json: bool = False
     verbose: int = 0
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds in a range (as click.FloatRange), and finite: ``nan`` and ``inf``
+    are refused as the command line's mistake, before any deadline is built from them."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
+        return seconds
 
 
 #: What -c/--connect means, wherever a command takes it.

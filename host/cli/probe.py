@@ -12,6 +12,7 @@ import click
 from .common import Output, run_command
 from .completion import domain_argument
 from .domain_options import DEFAULT_TIMEOUT, connect_option, json_option
+from .options import Seconds
 
 __all__ = ["channel_probe"]
 
@@ -33,7 +34,7 @@ __all__ = ["channel_probe"]
 @click.option("--count", type=click.IntRange(1, 10000), default=3, show_default=True)
 @click.option(
     "--wait",
-    type=click.FloatRange(min=0),
+    type=Seconds(min=0),
     default=60.0,
     show_default=True,
     help="Seconds to wait for the guest to answer.",
@@ -41,7 +42,7 @@ __all__ = ["channel_probe"]
 @connect_option
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=Seconds(min=0),
     default=None,
     help="Deadline for the whole command, libvirt included (default: --wait + 30 s; 0: none).",
 )

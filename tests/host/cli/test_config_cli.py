@@ -257,6 +257,9 @@ def test_config_show_with_no_file(capsys):
         ),
         ("[inventory]\nscan-timeout = 5\n", "unknown key 'inventory.scan-timeout'"),
         ("inventory = 5\n", "inventory must be a table"),
+        ("timeout = nan\n", "timeout.default must be a number of seconds >= 0"),
+        ("[timeout]\nagent = inf\n", "timeout.agent must be a number of seconds >= 0"),
+        ("[inventory]\nhost-timeout = inf\n", "inventory.host-timeout must be a number of sec"),
     ],
 )
 def test_a_bad_file_is_one_line_naming_file_and_key(capsys, config, text, says):
@@ -266,6 +269,21 @@ def test_a_bad_file_is_one_line_naming_file_and_key(capsys, config, text, says):
         assert (code, out) == (2, "")
         assert err.startswith(f"gagent: error: {path}: ") and says in err, err
         assert err.count("\n") == 1
+
+
+def test_a_file_that_is_not_utf8_is_one_line_and_help_still_works(capsys, monkeypatch, tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b"\xff\xfeconnect = 'x'\n")
+    monkeypatch.setenv("GAGENT_CONFIG", str(path))
+    code, out, err = run(capsys, "status", "test")
+    assert (code, out) == (2, "")
+    assert (
+        err.startswith(f"gagent: error: {path}: not valid TOML: not UTF-8 text")
+        and err.count("\n") == 1
+    )
+    code, out, err = run(capsys, "status", "--help")
+    assert code == 0 and out.startswith("Usage: gagent status")
+    assert "not UTF-8 text" in err and "(ignored for --help)" in err
 
 
 def test_a_named_file_that_does_not_exist(capsys, monkeypatch, tmp_path):

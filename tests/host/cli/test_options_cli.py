@@ -159,3 +159,29 @@ def test_connect_before_fills_a_repeatable_connect_as_one_value():
     assert (defaults, taken) == ({"connects": (URI,)}, {"connect"})
     defaults, taken = _defaults_for(load_subcommand("agent"), {"as_json": True})
     assert defaults["as_json"] is True and defaults["fsfreeze"]["status"] == {"as_json": True}
+
+
+# ------------------------------------------------------------------ seconds
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status", "test", "-c", URI, "--timeout"],
+        ["agent", "--socket", "/nonexistent.sock", "ping", "--timeout"],
+        ["fsfreeze", "status", "test", "-c", URI, "--timeout"],
+        ["inventory", "list", "--busy-timeout"],
+        ["exporter", "--check", "-c", URI, "--agent-timeout"],
+    ],
+    ids=lambda a: " ".join(a) if isinstance(a, list) else a,
+)
+def test_a_number_of_seconds_must_be_finite(capsys, argv, value):
+    if argv[0] == "agent":  # the agent's --timeout goes before its command
+        argv = [*argv[:3], "--timeout", value, "ping"]
+    else:
+        argv = [*argv, value]
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, ""), err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{value!r} is not a finite number of seconds" in err or "not in the range" in err, err
