@@ -116,6 +116,8 @@ class AgentCommands(GuestIOCommands):
     max_request_size: int | None = None
 
     async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        """Send one command and return its ``return`` value, unchecked (no availability
+        or freeze guard: :meth:`call` adds them); error replies raise AgentError."""
         raise NotImplementedError
 
     async def execute_decoded(

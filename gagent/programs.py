@@ -75,6 +75,7 @@ class ProgramResult:
 
     @property
     def succeeded(self) -> bool:
+        """Exit code 0 and no signal."""
         return self.exit_code == 0 and self.signal is None
 
 

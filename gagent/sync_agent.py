@@ -114,9 +114,11 @@ class BlockingAgent(CodecTransport):
         self._random = SYNC_IDS
 
     async def sync(self) -> None:
+        """Resynchronise with the agent (guest-sync-delimited), dropping stale replies."""
         await resync(self._conn, self._send, self._next_event, self._random, self.name)
 
     async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        """Send one command and return its ``return`` value (error replies raise)."""
         return await self._exchange(command, arguments, None)
 
     async def _exchange(
@@ -147,6 +149,7 @@ class BlockingAgent(CodecTransport):
         raise ProtocolError(f"unexpected {event!r} in reply to {command}", command=command)
 
     def close(self) -> None:
+        """Close the socket."""
         self.sock.close()
 
     def reopen(self) -> None:
@@ -271,10 +274,12 @@ class SyncAgent(SyncCommands):
 
     @property
     def name(self) -> str:
+        """The agent's name in messages (the domain's, or "agent")."""
         return getattr(self.commands, "name", "agent")
 
     @property
     def frozen(self) -> bool:
+        """True while a freeze made through this agent is believed in force."""
         return self.commands.frozen
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -288,9 +293,11 @@ class SyncAgent(SyncCommands):
                 self.commands.deadline = None  # type: ignore[attr-defined]
 
     def sync(self) -> None:
+        """Resynchronise with the agent now (each connection already syncs when needed)."""
         self.run(self.commands.sync())  # type: ignore[attr-defined]
 
     def close(self) -> None:
+        """Close the connection underneath (also at the end of a ``with`` block)."""
         close = getattr(self.commands, "close", None)
         if close is not None:
             close()

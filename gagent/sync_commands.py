@@ -59,6 +59,8 @@ class SyncCommands:
     # -------------------- from gagent.commands.AgentCommands
 
     def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        """Send one command and return its ``return`` value, unchecked (no availability
+        or freeze guard: :meth:`call` adds them); error replies raise AgentError."""
         return self.run(self.commands.execute(command, arguments))
 
     def execute_decoded(

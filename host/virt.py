@@ -103,6 +103,7 @@ class Hypervisor:
         await self.close()
 
     async def hostname(self) -> str:
+        """The host's name as libvirt reports it (getHostname)."""
         return await call(self.conn.getHostname, doing="getHostname")
 
     async def lookup(self, ref: str) -> Domain:
@@ -110,6 +111,7 @@ class Hypervisor:
         return Domain(self, await lookup_domain(self.conn, ref, uri=self.uri))
 
     async def domains(self) -> list[Domain]:
+        """Every domain, running or not (listAllDomains)."""
         found = await call(self.conn.listAllDomains, 0, doing="listAllDomains")
         return [Domain(self, dom) for dom in found]
 
@@ -128,6 +130,7 @@ class Hypervisor:
         ]
 
     async def define_xml(self, xml: str) -> Domain:
+        """Define (or redefine) a persistent domain from its XML (defineXML)."""
         dom = await call(self.conn.defineXML, xml, doing="defining the domain")
         return Domain(self, dom)
 
@@ -149,6 +152,7 @@ class Hypervisor:
         return await query(self.conn.getVersion, doing="getVersion")
 
     async def capabilities(self) -> str:
+        """The host's capabilities XML (getCapabilities)."""
         return await query(self.conn.getCapabilities, doing="getCapabilities")
 
     async def free_memory(self) -> int:
@@ -172,6 +176,8 @@ class Hypervisor:
         return CpuCompatibility.from_libvirt(code)
 
     async def networks(self) -> list[NetworkInfo]:
+        """Every libvirt network: name, whether it is active, its bridge."""
+
         def run() -> list[NetworkInfo]:
             return [
                 NetworkInfo(net.name(), bool(net.isActive()), bridge_name(net))
@@ -194,6 +200,7 @@ class Hypervisor:
         )
 
     async def pool_volume_exists(self, pool: str, volume: str) -> bool:
+        """Does storage pool ``pool`` hold a volume named ``volume``?"""
         return await exists(
             lambda: self.conn.storagePoolLookupByName(pool).storageVolLookupByName(volume),
             doing=f"looking up volume {volume} in pool {pool}",

@@ -10,6 +10,7 @@ import pydoc
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -47,15 +48,57 @@ def test_importing_the_packages_loads_no_trio_or_libvirt():
     assert json.loads(proc.stdout) == []
 
 
-def test_every_public_agent_method_is_documented():
-    from gagent.client import Agent
+#: Undocumented today, in a module another change owns (host/session.py): listed so that
+#: the walk still fails on any new gap; remove each once it has its docstring.
+EXPECTED_UNDOCUMENTED = {"gagent.host.DomainSession.name", "gagent.host.DomainSession.uri"}
 
-    undocumented = [
-        name
-        for name, member in inspect.getmembers(Agent)
-        if not name.startswith("_") and callable(member) and not (member.__doc__ or "").strip()
+
+def undocumented_public_methods(*packages: ModuleType) -> list[str]:
+    """Every public method or property (own or inherited) of every class in the packages'
+    ``__all__`` that has no docstring, as package.Class.name."""
+    found = []
+    for package in packages:
+        for class_name in package.__all__:
+            cls = getattr(package, class_name)
+            if not inspect.isclass(cls):
+                continue
+            for name, member in inspect.getmembers(cls):
+                if name.startswith("_") or not (callable(member) or isinstance(member, property)):
+                    continue
+                if not (inspect.getdoc(member) or "").strip():
+                    found.append(f"{package.__name__}.{class_name}.{name}")
+    return found
+
+
+def test_every_public_method_is_documented():
+    import gagent.sync
+
+    found = undocumented_public_methods(gagent, gagent.sync, gagent.host)
+    assert sorted(set(found) - EXPECTED_UNDOCUMENTED) == []
+    assert "gagent.Agent.osinfo" not in found
+
+
+def test_the_docstring_walk_finds_a_gap():
+    class Documented:
+        """A class."""
+
+        def run(self) -> None:
+            """Runs."""
+
+        def stop(self) -> None:
+            pass
+
+        @property
+        def state(self) -> str:
+            return ""
+
+    package = ModuleType("example")
+    package.__all__ = ["Documented"]  # type: ignore[attr-defined]
+    package.Documented = Documented  # type: ignore[attr-defined]
+    assert undocumented_public_methods(package) == [
+        "example.Documented.state",
+        "example.Documented.stop",
     ]
-    assert undocumented == []
 
 
 def test_the_core_package_type_checks(tmp_path):
