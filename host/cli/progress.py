@@ -11,8 +11,8 @@
   happened (also after a failure, whose message then starts on a line of its own);
 * else (a pipe, a log, cron): nothing at all.
 
-:func:`style`: colour only on a terminal, and never when ``NO_COLOR`` is set
-(https://no-color.org).
+:func:`style`: colour only on a terminal, and never when ``NO_COLOR`` is set to a
+non-empty value (https://no-color.org: an empty ``NO_COLOR=`` leaves colour on).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def _isatty(stream: Any) -> bool:
 
 def colour_on(stream: Any = None) -> bool:
     """Whether colour may be written to ``stream`` (default stdout)."""
-    if os.environ.get("NO_COLOR"):
+    if os.environ.get("NO_COLOR"):  # "present and not an empty string" (no-color.org)
         return False
     return _isatty(sys.stdout if stream is None else stream)
 

@@ -149,6 +149,14 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(terminal, monkeypatch
     assert style("PASS", stream, fg="green") == "PASS"
 
 
+def test_an_empty_no_color_leaves_colour_on(terminal, monkeypatch):
+    """no-color.org: NO_COLOR counts when "present and not an empty string"."""
+    stream, _ = terminal
+    monkeypatch.setenv("NO_COLOR", "")
+    assert colour_on(stream)
+    assert style("PASS", stream, fg="green") == "\x1b[32mPASS\x1b[0m"
+
+
 def copy_from(sock: Path, source: Path, target: Path, stderr) -> subprocess.Popen:
     return subprocess.Popen(
         [str(GAGENT), "agent", "--socket", str(sock), "copy-from", str(source), str(target)],
