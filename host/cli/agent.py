@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -356,5 +357,29 @@ def call(options: AgentOptions, name: str, json_args: str | None) -> None:
     """Send any command NAME with optional JSON-ARGS and print the raw reply (or a whole
     REQUEST, as virsh qemu-agent-command takes it: '{"execute": NAME, "arguments": {...}}')."""
     name, arguments = parse_call(name, json_args)
+    if name == SYNC_DELIMITED:
+        raise UsageError(_sync_delimited_refused(options, arguments))
     result = options.run(lambda agent: agent.call(name, arguments), blocking=True)
     options.output.emit(result)
+
+
+#: gagent sends it by itself to put the stream in step before a command; its reply is
+#: framed for that (a 0xFF byte before the JSON), so 'call' cannot print it as a reply.
+SYNC_DELIMITED = "guest-sync-delimited"
+
+
+def _sync_delimited_refused(options: AgentOptions, arguments: dict[str, Any] | None) -> str:
+    """The one line refusing 'call guest-sync-delimited', with the command that does work."""
+    if options.socket:
+        address = ["--socket", options.socket]
+    else:
+        address = [
+            options.domain or "DOMAIN",
+            *(["-c", options.connect] if options.connect else []),
+        ]
+    echo = json.dumps(arguments if arguments and "id" in arguments else {"id": 1})
+    suggestion = shlex.join(["gagent", "agent", *address, "call", "guest-sync", echo])
+    return (
+        f"gagent sends {SYNC_DELIMITED} by itself before each command (its reply starts "
+        f"with a 0xFF byte, not JSON); to see the agent echo an id: {suggestion}"
+    )
