@@ -35,7 +35,13 @@ from gagent.errors import (
 
 from .addressing import usage_context
 from .common import CommandTimeout, Interrupted, say
-from .options import COMMAND_ARGS, GlobalOptions, apply_global_options, global_options
+from .options import (
+    COMMAND_ARGS,
+    GlobalOptions,
+    accept_verbose_after,
+    apply_global_options,
+    global_options,
+)
 
 __all__ = ["cli", "main"]
 
@@ -209,6 +215,7 @@ def load_subcommand(name: str) -> click.Command:
     module_name, attribute = SUBCOMMANDS[name][0].split(":")
     command = getattr(importlib.import_module(f"{__name__}.{module_name}"), attribute)
     assert isinstance(command, click.Command), command
+    accept_verbose_after(command)
     return command
 
 

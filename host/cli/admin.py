@@ -27,6 +27,7 @@ from gagent.errors import AgentError, UsageError
 from . import agent_files as _registers_exec_and_copies  # noqa: F401
 from .agent import AgentOptions, agent_group, pass_options
 from .common import say
+from .options import Seconds
 from .render import format_table, human_bytes
 
 if TYPE_CHECKING:
@@ -285,7 +286,7 @@ for _name, (_mode, _verb) in POWER_MODES.items():
     _power_command(_name, _mode, _verb)
 
 
-# ------------------------------------------------- --json after the command too
+# ---------------------------- --json, -c and --timeout after the command too
 
 
 def _json_after(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -293,22 +294,45 @@ def _json_after(ctx: click.Context, param: click.Parameter, value: bool) -> None
         ctx.find_object(AgentOptions).output.as_json = True  # type: ignore[union-attr]
 
 
-def _accept_json_after(group: click.Group) -> None:
-    """``gagent agent vm1 info --json`` as ``gagent agent vm1 --json info``: every command
-    of the group takes --json (but exec, whose words after the program are its own)."""
+def _connect_after(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.find_object(AgentOptions).connect = value  # type: ignore[union-attr]
+
+
+def _timeout_after(ctx: click.Context, param: click.Parameter, value: float | None) -> None:
+    if value is not None:
+        ctx.find_object(AgentOptions).timeout = value  # type: ignore[union-attr]
+
+
+#: What every command of 'gagent agent' also takes after its name, as the group's own
+#: option before it (the value given after wins): (names, what it is, callback).
+_AFTER = [
+    (["--json", "as_json"], {"is_flag": True, "help": "Print JSON (as --json before the command)."},
+     _json_after),
+    (["-c", "--connect", "connect_after"],
+     {"metavar": "URI", "help": "libvirt URI (as -c before the command)."}, _connect_after),
+    (["--timeout", "timeout_after"],
+     {"type": Seconds(min=0), "help": "Overall deadline in seconds (as --timeout before the "
+      "command)."}, _timeout_after),
+]  # fmt: skip
+
+
+def _accept_group_options_after(group: click.Group) -> None:
+    """``gagent agent vm1 info --json -c URI --timeout 5`` as ``gagent agent vm1 --json -c URI
+    --timeout 5 info``: every command of the group takes them (but exec, whose words after
+    the program are its own, and which has its own --json before ARGV)."""
     for name, command in group.commands.items():
         if isinstance(command, click.Group):
-            _accept_json_after(command)
-        elif name != "exec" and not any(p.name == "as_json" for p in command.params):
-            command.params.append(
-                click.Option(
-                    ["--json", "as_json"],
-                    is_flag=True,
-                    expose_value=False,
-                    callback=_json_after,
-                    help="Print JSON (as --json before the command).",
+            _accept_group_options_after(command)
+            continue
+        if name == "exec":
+            continue
+        taken = {flag for p in command.params if isinstance(p, click.Option) for flag in p.opts}
+        for names, attrs, callback in _AFTER:
+            if not taken & {n for n in names if n.startswith("-")}:  # its own option wins
+                command.params.append(
+                    click.Option(names, expose_value=False, callback=callback, **attrs)
                 )
-            )
 
 
-_accept_json_after(agent_group)
+_accept_group_options_after(agent_group)

@@ -98,19 +98,43 @@ def json_option(help: str = "Print JSON.") -> Any:
 
 def global_options(func: Any) -> Any:
     """The options of ``gagent`` itself (before the command)."""
-    func = click.option(
-        "-v",
-        "--verbose",
-        count=True,
-        help="Log to stderr: -v what gagent does, -vv also every agent request and reply "
-        "(passwords redacted).",
-    )(func)
+    func = click.option("-v", "--verbose", count=True, help=VERBOSE_HELP)(func)
     func = click.option(
         "--json", "as_json", is_flag=True, help="JSON output, for commands that have --json."
     )(func)
     return connect_option("libvirt URI for the command, as virsh -c (the command's own -c wins).")(
         func
     )
+
+
+#: -v/--verbose's help, before the command and after it.
+VERBOSE_HELP = (
+    "Log to stderr: -v what gagent does, -vv also every agent request and reply "
+    "(passwords redacted)."
+)
+
+
+def accept_verbose_after(command: click.Command) -> None:
+    """``gagent status vm1 -v`` as ``gagent -v status vm1``: ``command`` and every command
+    under it take -v/--verbose too (counted with those before the command)."""
+    if not any("--verbose" in getattr(p, "opts", ()) for p in command.params):
+        command.params.append(
+            click.Option(
+                ["-v", "--verbose", "verbose_after"],
+                count=True,
+                expose_value=False,
+                callback=_verbose_after,
+                help=VERBOSE_HELP,
+            )
+        )
+    for sub in getattr(command, "commands", {}).values():
+        accept_verbose_after(sub)
+
+
+def _verbose_after(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    if value:
+        before = ctx.find_object(GlobalOptions)
+        _configure_logging(value + (before.verbose if before else 0))
 
 
 def apply_global_options(ctx: click.Context, options: GlobalOptions) -> None:

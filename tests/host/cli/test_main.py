@@ -202,13 +202,13 @@ USAGE_ERRORS = [
         id="unknown-agent-command",
     ),
     pytest.param(
-        ["agent", "--bogus", "ping"],
-        "No such option '--bogus' (see: gagent agent --help)",
+        ["agent", "--zzz", "ping"],
+        "No such option '--zzz' (see: gagent agent --help)",
         id="unknown-option",
     ),
     pytest.param(
-        ["status", "--bogus", "vm1"],
-        "No such option '--bogus' (see: gagent status --help)",
+        ["status", "--zzz", "vm1"],
+        "No such option '--zzz' (see: gagent status --help)",
         id="unknown-option-of-command",
     ),
     pytest.param(

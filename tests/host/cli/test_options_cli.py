@@ -127,6 +127,44 @@ def test_v_says_which_agent_and_logs_no_traffic(capsys, agent):
     assert err.splitlines() == [f"gagent: INFO: gagent.agent: talking to the agent of {agent[-1]}"]
 
 
+@pytest.mark.parametrize("where", ["after", "split"])
+def test_v_after_the_command_counts_as_before(capsys, agent, where):
+    argv = [*agent, "ping", "-vv"] if where == "after" else ["-v", *agent, "ping", "-v"]
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (0, "ok\n")
+    assert "-> guest-ping {}" in err  # -vv: the traffic
+    assert run(capsys, *agent, "ping") == (0, "ok\n", "")
+
+
+def test_every_command_takes_v_after_its_name():
+    import click
+
+    from gagent.host.cli import SUBCOMMANDS, load_subcommand
+
+    def leaves(command, path):
+        subs = getattr(command, "commands", {})
+        if not subs:
+            yield path, command
+        for name, sub in subs.items():
+            yield from leaves(sub, [*path, name])
+
+    lacking = [
+        " ".join(path)
+        for name in SUBCOMMANDS
+        for path, command in leaves(load_subcommand(name), [name])
+        if not any("--verbose" in p.opts for p in command.params if isinstance(p, click.Option))
+    ]
+    assert lacking == []
+
+
+def test_connect_and_timeout_after_an_agent_command(capsys, agent):
+    code, _, err = run(capsys, "agent", "test", "ping", "-c", URI)
+    assert code == 3 and "domain test has no agent channel" in err  # test:///default's domain
+    assert run(capsys, *agent, "ping", "--timeout", "5", "--json") == (0, "{}\n", "")
+    code, _, err = run(capsys, *agent, "ping", "--timeout", "-1")
+    assert code == 2 and "--timeout" in err
+
+
 def test_vv_logs_a_refusal_before_sending(capsys, agent):
     """guest-fstrim is blocked: guest-info was asked (logged), fstrim never sent."""
     code, _, err = run(capsys, "-vv", *agent, "fstrim")
