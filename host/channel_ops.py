@@ -100,7 +100,7 @@ async def add_to_domain(
     validate(spec, libvirt_managed=libvirt_managed, check_dir=False)
     redo = _command(domain, "add", spec.name, spec.path, libvirt_managed=libvirt_managed)
     warning = await check_edit_allowed(
-        domain, redo, doing=f"channel {spec.name}", force=force or dry_run, local=local
+        domain, redo, doing=f"channel {spec.name}", force=force, local=local, dry_run=dry_run
     )
     async with _editing(domain, spec.path, dry_run=dry_run, wait=lock_wait):
         notes = await check_socket_path(domain, spec, local=local)
@@ -188,8 +188,9 @@ async def remove_from_domain(
         domain,
         _command(domain, "remove", name),
         doing=f"the removal of channel {name}",
-        force=force or dry_run,
+        force=force,
         local=uri_is_local(domain.hypervisor.uri),
+        dry_run=dry_run,
     )
     async with _editing(domain, None, dry_run=dry_run, wait=lock_wait):
         result = await _remove(domain, name, live, dry_run)

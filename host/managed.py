@@ -104,14 +104,16 @@ class ManagedDomain(UsageError):
 
 
 async def check_edit_allowed(
-    domain: Domain, command: str, *, doing: str, force: bool, local: bool
+    domain: Domain, command: str, *, doing: str, force: bool, local: bool, dry_run: bool = False
 ) -> str | None:
     """Refuse (:class:`ManagedDomain`) a persistent edit of a managed ``domain``.
 
     ``command`` is the gagent command making the edit (named with ``--force``
     in the refusal); ``local``: the domain's host is this machine (vdsmd is
-    looked for only there).  With ``force`` (or for a dry run, which changes
-    nothing) it returns a warning line instead; None when no manager owns it.
+    looked for only there).  With ``force`` it returns a warning line instead;
+    None when no manager owns it.  A dry run (which changes nothing) is not
+    refused either: it exits 0 like any preview, and its warning line says that
+    the real run would be refused, with the refusal's own text.
     """
     from .domxml import parse_domain
 
@@ -122,7 +124,10 @@ async def check_edit_allowed(
     if manager is None:
         return None
     if not force:
-        raise ManagedDomain(domain.name, manager, doing, f"{command} --force")
+        refusal = ManagedDomain(domain.name, manager, doing, f"{command} --force")
+        if not dry_run:
+            raise refusal
+        return f"warning: the real run is refused without --force: {refusal}"
     return (
         f"warning: {manager.name} manages {domain.name} ({manager.evidence}) and may drop "
         "this change when it defines the domain again"

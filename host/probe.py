@@ -35,7 +35,7 @@ from gagent.guest.wire import (
 
 from .channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
 from .domxml import parse_channels
-from .reach import Advice, plain_advice
+from .reach import Advice, add_fix, plain_advice, recreate_fix
 from .session import open_domain
 from .virt import DomainState
 
@@ -103,20 +103,20 @@ def probe_route(
             f"{LIBVIRT_AGENT_CHANNEL} belongs to libvirt, which holds its socket: "
             "probe a channel of gagent's own"
         )
-    channel = next((c for c in parse_channels(live_xml) if c.name == name), None)
+    channels = parse_channels(live_xml)
+    channel = next((c for c in channels if c.name == name), None)
+    # a managed domain gets no channel of gagent's: the hints say what works there
+    theirs = next((c for c in channels if c.name == LIBVIRT_AGENT_CHANNEL), None)
     if channel is None:
         raise AgentUnavailable(
             f"domain {domain} has no channel named {name}",
-            hint="add one: " + advice.command("channel", "add", options=named),
+            hint=add_fix(advice, named, libvirt_channel=theirs),
         )
     if channel.kind != "unix" or not channel.path:
         raise AgentUnavailable(
             f"channel {name} of domain {domain} is not a unix socket with a path "
             f"(type {channel.kind})",
-            hint="recreate it: "
-            + advice.command("channel", "remove", options=named)
-            + " && "
-            + advice.command("channel", "add", options=named),
+            hint=recreate_fix(advice, named, libvirt_channel=theirs),
         )
     return channel.path
 
@@ -264,6 +264,8 @@ async def probe_domain(
             on_event(f"{name} is closed in the guest (nothing has the port open yet)")
         target = f"{name} of {session.name}"
         add_port = session.command("channel", "add", options=("--name", PROBE_PORT_HINT))
+        if session.manager is not None:  # refused unless forced; a probe port may be lost
+            add_port += f" --force (a port {session.manager.name} drops when it redefines it)"
     return await probe_socket(
         path, count=count, wait=wait, name=name, target=target, on_event=on_event,
         add_port=add_port,

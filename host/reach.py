@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import shlex
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gagent.errors import AgentUnavailable, UsageError
 
@@ -21,11 +21,26 @@ from .channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
 from .domxml import Channel, parse_channels
 from .virt_types import DomainState
 
-__all__ = ["Advice", "AgentRoute", "Transport", "choose_route"]
+if TYPE_CHECKING:
+    from .managed import Manager
+
+__all__ = [
+    "Advice",
+    "AgentRoute",
+    "Transport",
+    "add_fix",
+    "channel_fix",
+    "choose_route",
+    "recreate_fix",
+]
 
 
 class Advice(Protocol):
-    """Builds the exact gagent command for a domain (the domain session does)."""
+    """Builds the exact gagent command for a domain (the domain session does), and knows
+    the manager that owns its definition (whose domains gagent adds no channel to)."""
+
+    @property
+    def manager(self) -> Manager | None: ...
 
     def command(self, *words: str, options: tuple[str, ...] = ()) -> str: ...
 
@@ -37,6 +52,7 @@ class _PlainAdvice:
     """Advice without a session: the domain as the caller named it, no URI."""
 
     domain: str
+    manager: Manager | None = None
 
     def command(self, *words: str, options: tuple[str, ...] = ()) -> str:
         return shlex.join(["gagent", *words, self.domain, *options])
@@ -48,6 +64,43 @@ class _PlainAdvice:
 def plain_advice(domain: str) -> Advice:
     """Advice for a caller that has no domain session: the domain as named, no URI."""
     return _PlainAdvice(domain)
+
+
+def channel_fix(advice: Advice, fix: str, *, libvirt_channel: Channel | None) -> str:
+    """``fix`` (a ``channel add``/``remove`` of gagent's), or for a managed domain, whose
+    channel edits ``channel add`` refuses, what works there: reaching the agent through
+    libvirt when the domain has ``org.qemu.guest_agent.0``, else the manager's way to
+    add that channel."""
+    manager = advice.manager
+    if manager is None:
+        return fix
+    refused = f"{manager.name} manages the domain, so gagent adds no channel to it"
+    if libvirt_channel is not None:
+        ping = advice.command("agent", options=("--transport", "libvirt", "ping"))
+        if libvirt_channel.state == "disconnected":
+            return (
+                f"{refused}; its agent answers through libvirt once qemu-ga in the guest opens "
+                f"{LIBVIRT_AGENT_CHANNEL} (closed now): {ping}"
+            )
+        return f"{refused}; reach its agent through libvirt ({LIBVIRT_AGENT_CHANNEL}): {ping}"
+    return f"{refused}: {manager.advice}"
+
+
+def add_fix(advice: Advice, options: tuple[str, ...], *, libvirt_channel: Channel | None) -> str:
+    """What to do for a missing channel: add it (or, managed, :func:`channel_fix`)."""
+    fix = "add one: " + advice.command("channel", "add", options=options)
+    return channel_fix(advice, fix, libvirt_channel=libvirt_channel)
+
+
+def recreate_fix(advice: Advice, named: tuple[str, ...], *, libvirt_channel: Channel | None) -> str:
+    """What to do for a channel gagent cannot use: recreate it (managed: :func:`channel_fix`)."""
+    fix = (
+        "recreate it: "
+        + advice.command("channel", "remove", options=named)
+        + " && "
+        + advice.command("channel", "add", options=named)
+    )
+    return channel_fix(advice, fix, libvirt_channel=libvirt_channel)
 
 
 class Transport(enum.StrEnum):
@@ -106,11 +159,17 @@ def choose_route(
         if theirs is None:
             raise AgentUnavailable(
                 f"domain {domain} has no {LIBVIRT_AGENT_CHANNEL} channel for libvirt to relay to",
-                hint="add it: "
-                + advice.command(
-                    "channel", "add", options=("--name", LIBVIRT_AGENT_CHANNEL, "--libvirt-managed")
-                )
-                + ", or use --transport socket",
+                hint=channel_fix(
+                    advice,
+                    "add it: "
+                    + advice.command(
+                        "channel",
+                        "add",
+                        options=("--name", LIBVIRT_AGENT_CHANNEL, "--libvirt-managed"),
+                    )
+                    + ", or use --transport socket",
+                    libvirt_channel=None,
+                ),
             )
         return AgentRoute(Transport.LIBVIRT, theirs)
     if transport is Transport.AUTO and theirs is not None and theirs.state != "disconnected":
@@ -122,21 +181,17 @@ def choose_route(
         if transport is Transport.AUTO:
             raise AgentUnavailable(
                 f"domain {domain} has no agent channel ({channel_name} or {LIBVIRT_AGENT_CHANNEL})",
-                hint="add one: "
-                + advice.command("channel", "add", options=named if named_on_purpose else ()),
+                hint=add_fix(advice, named if named_on_purpose else (), libvirt_channel=theirs),
             )
         raise AgentUnavailable(
             f"domain {domain} has no channel named {channel_name}",
-            hint="add one: " + advice.command("channel", "add", options=named),
+            hint=add_fix(advice, named, libvirt_channel=theirs),
         )
     if ours.kind != "unix" or not ours.path:
         raise AgentUnavailable(
             f"channel {channel_name} of domain {domain} is not a unix socket with a path "
             f"(type {ours.kind})",
-            hint="recreate it: "
-            + advice.command("channel", "remove", options=named)
-            + " && "
-            + advice.command("channel", "add", options=named),
+            hint=recreate_fix(advice, named, libvirt_channel=theirs),
         )
     if channel_name == LIBVIRT_AGENT_CHANNEL:
         raise UsageError(

@@ -30,6 +30,7 @@ from gagent.errors import AgentTarget, AgentUnavailable
 from .channel_names import GAGENT_CHANNEL
 from .domxml import DomainFacts, parse_domain
 from .libvirt_agent import LibvirtAgent
+from .managed import Manager, manager_of
 from .reach import AgentRoute, Transport, choose_route
 from .virt import Domain, DomainState, Hypervisor, open_hypervisor
 from .virt_types import looks_like_uuid
@@ -81,6 +82,12 @@ class DomainSession:
         self.facts = parse_domain(self.xml)
 
     # ------------------------------------------------------------- advice
+
+    @property
+    def manager(self) -> Manager | None:
+        """The manager that owns the domain's definition (its metadata in the XML read at
+        open), or None: advice then names no ``channel add``, which would be refused."""
+        return manager_of(self.facts)
 
     @property
     def advice_ref(self) -> str:

@@ -109,7 +109,17 @@ async def test_remove_is_refused_too_and_a_dry_run_only_warns(conn, hv, make_dom
         with pytest.raises(ManagedDomain, match="would drop the removal of channel"):
             await remove_from_domain(domain, GAGENT_CHANNEL)
         dry = await remove_from_domain(domain, GAGENT_CHANNEL, dry_run=True)
-    assert dry.messages[-1].startswith(f"warning: KubeVirt manages {name}")
+        forced_dry = await remove_from_domain(domain, GAGENT_CHANNEL, dry_run=True, force=True)
+    # the dry run says, in one line, that the real run is refused and how to pass
+    (warning,) = [m for m in dry.messages if m.startswith("warning:")]
+    assert warning.startswith(
+        f"warning: the real run is refused without --force: domain {name} is managed by KubeVirt"
+    )
+    assert warning.endswith(
+        f"run: gagent channel remove {name} -c {DEFAULT_URI} --name {GAGENT_CHANNEL} --force"
+    )
+    # with --force the real run is not refused: the warning is the forced run's own
+    assert forced_dry.messages[-1].startswith(f"warning: KubeVirt manages {name}")
     assert find_channel(xmls(conn, name)[1], GAGENT_CHANNEL) is not None
 
 

@@ -10,7 +10,9 @@ import trio
 
 from gagent.errors import AgentUnavailable, ConnectionLost, HostError, UsageError
 from gagent.host.channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
+from gagent.host.domxml import parse_domain
 from gagent.host.libvirt_agent import LibvirtAgent
+from gagent.host.managed import Manager, manager_of
 from gagent.host.reach import AgentRoute, Transport, choose_route
 from gagent.host.session import open_domain_agent
 from gagent.host.virt import DEFAULT_URI, DomainNotFound, DomainState, open_hypervisor
@@ -186,6 +188,72 @@ def test_libvirts_channel_is_not_a_socket_for_us():
 def test_transport_values():
     assert [t.value for t in Transport] == ["auto", "socket", "libvirt"]
     assert Transport("libvirt") is Transport.LIBVIRT
+
+
+# ------------------------------------------------------- managed domains
+
+NOVA_XML = (
+    "<domain type='kvm'><name>vm</name><metadata><nova:instance "
+    "xmlns:nova='http://openstack.org/xmlns/libvirt/nova/1.1'/></metadata></domain>"
+)
+
+
+class SessionAdvice:
+    """Advice as the domain session builds it, for a domain a manager may own."""
+
+    def __init__(self, manager: Manager | None):
+        self.manager = manager
+
+    def command(self, *words: str, options: tuple[str, ...] = ()) -> str:
+        return " ".join(["gagent", *words, "vm", "-c", "qemu:///system", *options])
+
+    def virsh(self, verb: str) -> str:
+        return f"virsh -c qemu:///system {verb} vm"
+
+
+NOVA = manager_of(parse_domain(NOVA_XML))
+LIBVIRT_PING = "gagent agent vm -c qemu:///system --transport libvirt ping"
+REFUSED = "OpenStack nova manages the domain, so gagent adds no channel to it"
+
+
+def managed_hint(xml: str, transport: Transport = Transport.AUTO, manager=NOVA) -> str:
+    with pytest.raises(AgentUnavailable) as info:
+        choose_route("vm", RUNNING, xml, transport=transport, advice=SessionAdvice(manager))
+    assert info.value.hint is not None
+    return info.value.hint
+
+
+@pytest.mark.parametrize("transport", [Transport.AUTO, Transport.SOCKET, Transport.LIBVIRT])
+def test_managed_domain_without_libvirts_channel_is_told_the_managers_way(transport):
+    assert NOVA is not None
+    assert managed_hint(live(), transport) == f"{REFUSED}: {NOVA.advice}"
+
+
+def test_managed_domain_with_libvirts_channel_is_told_transport_libvirt():
+    assert managed_hint(live(THEIRS), Transport.SOCKET) == (
+        f"{REFUSED}; reach its agent through libvirt ({LIBVIRT_AGENT_CHANNEL}): {LIBVIRT_PING}"
+    )
+    # a socket channel of ours without a path: no "recreate it" either
+    broken = channel(GAGENT_CHANNEL, kind="pty", state="connected")
+    assert managed_hint(live(broken, THEIRS), Transport.SOCKET).endswith(LIBVIRT_PING)
+
+
+def test_managed_domain_whose_libvirt_channel_is_closed_names_qemu_ga_and_the_route():
+    closed = channel(
+        LIBVIRT_AGENT_CHANNEL, path="/var/lib/libvirt/qemu/vm.agent", state="disconnected"
+    )
+    hint = managed_hint(live(closed))
+    assert hint == (
+        f"{REFUSED}; its agent answers through libvirt once qemu-ga in the guest opens "
+        f"{LIBVIRT_AGENT_CHANNEL} (closed now): {LIBVIRT_PING}"
+    )
+
+
+def test_unmanaged_domain_is_told_channel_add_as_before():
+    assert managed_hint(live(), manager=None) == "add one: gagent channel add vm -c qemu:///system"
+    assert managed_hint(live(THEIRS), Transport.SOCKET, manager=None) == (
+        f"add one: gagent channel add vm -c qemu:///system --name {GAGENT_CHANNEL}"
+    )
 
 
 # ------------------------------------------------------ open_domain_agent
