@@ -89,18 +89,40 @@ __all__ = [
 # Here, not in a module of its own: the guest helper imports this package and nothing
 # of gagent's but itself and gagent.errors.
 def _lazy_exports(
-    package: str, where: Mapping[str, str], namespace: dict[str, Any]
+    package: str, where: Mapping[str, str], namespace: dict[str, Any], extra: str | None = None
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``__getattr__`` and ``__dir__`` for ``package``: ``where`` maps each lazy public
-    name to the submodule that defines it; ``namespace`` is the package's globals()."""
+    name to the submodule that defines it; ``namespace`` is the package's globals().
+
+    A name whose module needs a missing optional part raises ModuleNotFoundError naming
+    the extra that installs it (gagent.extras).  While ``extra`` (the one the lazy names
+    need) is not installed, dir() leaves them out: help() then renders the package (its
+    docstring names the API) instead of failing on the first import.
+    """
 
     def getattr_(name: str) -> Any:
         module = where.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(f"{package}.{module}"), name)
+        try:
+            imported = importlib.import_module(f"{package}.{module}")
+        except ModuleNotFoundError as exc:
+            from .extras import missing_extra, needs_extra  # only when one is missing
+
+            missing = missing_extra(exc)
+            if missing is None:
+                raise
+            raise ModuleNotFoundError(
+                needs_extra(f"{package}.{name}", *missing), name=missing[0]
+            ) from exc
+        return getattr(imported, name)
 
     def dir_() -> list[str]:
+        if extra is not None:
+            from .extras import extra_installed
+
+            if not extra_installed(extra):
+                return sorted(namespace)
         return sorted(set(namespace) | set(where))
 
     return getattr_, dir_

@@ -1,7 +1,8 @@
 """Host side: libvirt connection, channel XML, inventory, snapshots, migration checks.
 
 Public API (loaded on first use, so ``import gagent.host`` costs nothing;
-``dir(gagent.host)`` lists it; libvirt-python comes with ``gagent[host]``):
+``dir(gagent.host)`` lists it; libvirt-python and lxml come with ``gagent[host]``, and
+without them a name of it raises ImportError saying so):
 
 * ``open_domain_agent(ref, uri=..., transport=...)``: the typed agent commands of a
   domain (name, UUID or ID), over gagent's channel or libvirt's (``async with``);
@@ -58,4 +59,4 @@ __all__ = [
 ]
 
 
-__getattr__, __dir__ = _lazy_exports(__name__, _LAZY, globals())
+__getattr__, __dir__ = _lazy_exports(__name__, _LAZY, globals(), extra="host")

@@ -37,6 +37,67 @@ def test_help_names_the_api():
         assert name in host_text, name
 
 
+#: Python run without gagent[host]: lxml and libvirt cannot be imported.
+WITHOUT_HOST_EXTRA = (
+    "import sys\n"
+    "for name in ('lxml', 'libvirt', 'libvirt_qemu', 'libvirtmod', 'libvirtmod_qemu'):\n"
+    "    sys.modules[name] = None\n"
+)
+
+
+def without_host_extra(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_HOST_EXTRA + code],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_a_host_name_without_the_extra_names_the_extra():
+    proc = without_host_extra(
+        "import gagent.host\n"
+        "try:\n"
+        "    gagent.host.open_domain_agent\n"
+        "except ImportError as exc:\n"
+        "    print(type(exc).__name__, exc.name, exc, sep='|')\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    kind, module, message = proc.stdout.strip().split("|")
+    assert kind == "ModuleNotFoundError" and module in {"lxml", "libvirt"}, proc.stdout
+    assert message == (
+        f"gagent.host.open_domain_agent needs {module}, which is not installed: "
+        "pip install 'gagent[host]'"
+    )
+
+
+def test_help_of_gagent_host_works_without_the_extra():
+    proc = without_host_extra(
+        "import pydoc, gagent.host\n"
+        "print(pydoc.render_doc(gagent.host, renderer=pydoc.plaintext))\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in ("open_domain_agent", "open_domain", "snapshot_group", "gagent[host]"):
+        assert name in proc.stdout, name
+
+
+def test_a_module_missing_that_is_no_extra_is_not_renamed(tmp_path, monkeypatch):
+    """Only a missing optional part gets the install hint: any other missing module is a
+    bug, and keeps its own error."""
+    package = tmp_path / "lazy_example"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "from gagent import _lazy_exports\n"
+        "__getattr__, __dir__ = _lazy_exports(__name__, {'thing': 'broken'}, globals())\n"
+    )
+    (package / "broken.py").write_text("import no_such_module_of_gagent\nthing = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lazy_example  # type: ignore[import-not-found]
+
+    with pytest.raises(ModuleNotFoundError) as caught:
+        lazy_example.thing  # noqa: B018
+    assert caught.value.name == "no_such_module_of_gagent"
+    assert "pip install" not in str(caught.value)
+
+
 def test_importing_the_packages_loads_no_trio_or_libvirt():
     code = (
         "import json, sys, gagent, gagent.host; "

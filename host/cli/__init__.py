@@ -32,6 +32,7 @@ from gagent.errors import (
     ProtocolError,
     UsageError,
 )
+from gagent.extras import missing_extra, needs_extra
 
 from .addressing import usage_context
 from .common import CommandTimeout, Interrupted, say
@@ -80,28 +81,6 @@ EXIT_CODES: dict[int, str] = {
     EXIT_INTERRUPTED: "interrupted by Ctrl-C (SIGINT); a pending thaw ran first",
     143: "interrupted by SIGTERM (systemd, timeout(1)); a pending thaw ran first",
 }
-
-
-#: gagent's optional parts: the top-level module each brings, and the extra that installs it.
-EXTRAS: dict[str, str] = {
-    "lxml": "host",
-    "libvirt": "host",
-    "libvirt_qemu": "host",
-    "psycopg": "postgresql",
-    "prometheus_client": "exporter",
-    "serial": "guest",
-}
-
-
-def missing_extra(exc: BaseException | None) -> tuple[str, str] | None:
-    """(module, extra) when ``exc``, or what caused it, is a missing optional part."""
-    while exc is not None:
-        if isinstance(exc, ModuleNotFoundError) and exc.name:
-            module = exc.name.split(".")[0]
-            if module in EXTRAS:
-                return module, EXTRAS[module]
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def _exit_code_help() -> str:
@@ -388,11 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         missing = missing_extra(exc)
         if missing is None:
             raise
-        module, extra = missing
-        say(
-            f"gagent: error: this command needs {module}, which is not installed: "
-            f"pip install 'gagent[{extra}]'"
-        )
+        say(f"gagent: error: {needs_extra('this command', *missing)}")
         return EXIT_MISSING_PART
     except OSError as exc:  # the local side: a full disk, a closed pipe, a permission
         say(f"gagent: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
