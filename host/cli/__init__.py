@@ -34,6 +34,7 @@ from gagent.errors import (
 )
 from gagent.extras import missing_extra, needs_extra
 
+from . import completion  # noqa: F401  (registers its bash completion class: see its doc)
 from .addressing import usage_context
 from .common import CommandTimeout, Interrupted, say
 from .options import (
