@@ -4,7 +4,10 @@ Registered by ``host/cli/__init__.py`` as ``cli.add_command(inventory_group)``.
 Tables and JSON go to stdout; conflicts, the summary and the progress go to
 stderr (a line on a terminal, JSON lines with ``--json``: :mod:`.progress`).
 ``scan`` exits 8 when a hypervisor could not be scanned (the others are still
-scanned, printed and stored).
+scanned, printed and stored). ``scan -w/-u/-n`` create the database and bring its
+schema up to date; ``list``, ``show`` and ``diff`` only read (creating and migrating
+nothing) and exit 2 when there is no inventory to read. ``list`` finding no guest
+(none stored, or none for ``--hypervisor``) says so on stderr and exits 0.
 """
 
 from __future__ import annotations
@@ -54,7 +57,12 @@ def _echo_err(line: str) -> None:
 
 @click.group("inventory")
 def inventory_group() -> None:
-    """Every guest on every hypervisor (xCAT rscan semantics), stored in a database."""
+    """Every guest on every hypervisor (xCAT rscan semantics), stored in a database.
+
+    scan -w/-u/-n create the database and bring its schema up to date; list, show and
+    diff only read it: with no inventory there (no file, an empty or foreign one, an
+    older schema) they say so in one line and exit 2, creating nothing.
+    """
 
 
 @inventory_group.command("scan")
@@ -194,16 +202,25 @@ def list_command(
     db: str | None, busy_timeout: float, hypervisor: str | None, fmt: str, as_json: bool
 ) -> None:
     """The stored guests (the same columns, or JSON objects, as scan)."""
-    from gagent.host.inventory import Store
     from gagent.host.inventory.report import format_guests
 
-    with Store.open(_existing(db), busy_timeout=busy_timeout) as store:
+    with _open_to_read(db, busy_timeout) as store:
         guests = store.guests(hypervisor=hypervisor)
+        stored = store.hypervisors() if not guests and hypervisor is not None else []
     fmt = "json" if as_json else fmt
     if guests or fmt == "json":
         click.echo(format_guests(guests, fmt, pretty=sys.stdout.isatty()))
+    elif stored:
+        _echo_err(f"no guest of hypervisor {hypervisor!r} is stored; {_some(stored)}")
     else:
         _echo_err("the inventory is empty: store a scan with 'gagent inventory scan -w URI...'")
+
+
+def _some(hypervisors: list[str], most: int = 5) -> str:
+    """The stored hypervisors, briefly: the first ``most`` of them and how many more."""
+    more = len(hypervisors) - most
+    names = ", ".join(hypervisors[:most]) + (f" and {more} more" if more > 0 else "")
+    return f"stored: {names} (gagent inventory list --hypervisor NAME)"
 
 
 @inventory_group.command("show")
@@ -215,10 +232,9 @@ def show_command(name: str, db: str | None, busy_timeout: float, as_json: bool) 
     """Everything stored about guest NAME, agent data included."""
     import json
 
-    from gagent.host.inventory import Store
     from gagent.host.inventory.report import format_show
 
-    with Store.open(_existing(db), busy_timeout=busy_timeout) as store:
+    with _open_to_read(db, busy_timeout) as store:
         info = store.show(name)
     if info is None:
         raise UsageError(f"no guest named {name!r} in the inventory (see 'gagent inventory list')")
@@ -235,9 +251,7 @@ def diff_command(scan_id: int | None, db: str | None, busy_timeout: float, as_js
     new, gone, moved between hypervisors, changed cpu/memory."""
     import json
 
-    from gagent.host.inventory import Store
-
-    with Store.open(_existing(db), busy_timeout=busy_timeout) as store:
+    with _open_to_read(db, busy_timeout) as store:
         diff = store.diff(scan_id)
     if as_json:
         click.echo(json.dumps(diff.to_json(), indent=2))
@@ -250,16 +264,12 @@ def diff_command(scan_id: int | None, db: str | None, busy_timeout: float, as_js
     click.echo("\n".join(diff.lines()) if not diff.empty else "no change")
 
 
-def _existing(db: str | None) -> str | None:
-    """A --db a reading command names must exist: a mistyped path must not become a new,
-    empty inventory (the default file may be missing: then the inventory is just empty)."""
-    import os
+def _open_to_read(db: str | None, busy_timeout: float) -> Any:
+    """The inventory as it is, for a reading command: nothing is created or migrated. None
+    there (no file, an empty or foreign one, an older schema) is one line and exit 2."""
+    from gagent.host.inventory.store import NoInventory, Store
 
-    from gagent.host.inventory.backends import is_postgresql
-
-    if db is not None and not is_postgresql(db) and not os.path.exists(db):
-        raise UsageError(
-            f"no inventory database at {db}: check the path, or store a scan there with "
-            f"'gagent inventory scan -w URI --db {db}'"
-        )
-    return db
+    try:
+        return Store.open(db, busy_timeout=busy_timeout, read_only=True)
+    except NoInventory as exc:
+        raise UsageError(str(exc)) from None

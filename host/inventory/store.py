@@ -18,22 +18,22 @@ deciding its conflicts on what the other committed.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .backends import Backend, StoreError, open_backend
+from .backends import Backend, NoInventory, StoreError, is_postgresql, open_backend, redact
 from .diff import Diff, Sighting, compute_diff
 from .model import Guest
 from .modes import Mode, Plan, plan_writes
+from .rows import GUEST_COLUMNS, GUEST_FIELDS, UPDATED_FIELDS, guest_of, guest_values, row_by_name
 
 if TYPE_CHECKING:
     from .scan import ScanResult  # the scan needs libvirt; the stored inventory does not
 
-__all__ = ["LATEST_VERSION", "MIGRATIONS", "Applied", "Store", "StoreError"]
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "Applied", "NoInventory", "Store", "StoreError"]
 
 #: (version, what it does, statements); ``{serial}`` is the backend's auto-numbered key.
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
@@ -73,11 +73,6 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
-_GUEST_COLUMNS = (
-    "name, hypervisor, type, dom_id, cpu, memory, uuid, state, nics, disks,"
-    " agent, agent_status, agent_error, manager, scan_id, updated_at"
-)
-
 
 @dataclass
 class Applied:
@@ -106,10 +101,28 @@ class Store:
         self.backend = backend
 
     @classmethod
-    def open(cls, target: str | os.PathLike[str] | None = None, *, busy_timeout: float = 30.0):
-        store = cls(open_backend(target, busy_timeout=busy_timeout))
+    def open(
+        cls,
+        target: str | os.PathLike[str] | None = None,
+        *,
+        busy_timeout: float = 30.0,
+        read_only: bool = False,
+    ) -> Store:
+        """Open (create and migrate as needed) the inventory; ``read_only``: open it as it
+        is, or raise :class:`NoInventory` when there is none there at the latest schema."""
         try:
-            store.migrate()
+            backend = open_backend(target, busy_timeout=busy_timeout, read_only=read_only)
+        except NoInventory as exc:  # no such file
+            fix = f"store a scan there with '{_scan_command(target)}'"
+            raise NoInventory(
+                f"{exc} yet: {fix}" if target is None else f"{exc}: check the path, or {fix}"
+            ) from None
+        store = cls(backend)
+        try:
+            if read_only:
+                store._check_readable(target)
+            else:
+                store.migrate()
         except BaseException:
             store.close()
             raise
@@ -131,6 +144,29 @@ class Store:
             return 0
         rows = self.backend.execute("SELECT version FROM schema_version")
         return int(rows[0][0]) if rows else 0
+
+    def _check_readable(self, target: str | os.PathLike[str] | None) -> None:
+        """An inventory at the latest schema is there: otherwise one line, with the command
+        that makes one (a writing command creates, or migrates, the schema)."""
+        where, scan = self.backend.where, _scan_command(target)
+        try:
+            found = self.version()
+        except StoreError as exc:
+            if "not a database" not in str(exc):
+                raise
+            raise NoInventory(
+                f"{where} is not an inventory database (not SQLite): check --db"
+            ) from None
+        _check_known(found)
+        if found == 0 and self.backend.kind == "sqlite" and _tables(self.backend):
+            raise NoInventory(f"{where} is not an inventory database (other tables): check --db")
+        if found == 0:
+            raise NoInventory(f"no inventory in {where} yet: store a scan there with '{scan}'")
+        if found < LATEST_VERSION:
+            raise NoInventory(
+                f"the inventory {where} has schema version {found}, older than this gagent's "
+                f"({LATEST_VERSION}), and reading does not upgrade it: '{scan}' does"
+            )
 
     def _has_version_table(self) -> bool:
         if self.backend.kind == "sqlite":
@@ -229,17 +265,16 @@ class Store:
             now = _now()
             if plan.inserts:
                 db.executemany(
-                    f"INSERT INTO guests ({_GUEST_COLUMNS}) VALUES ({', '.join('?' * 16)})",
-                    [_guest_row(g, scan_id, now) for g in plan.inserts],
+                    f"INSERT INTO guests ({GUEST_COLUMNS})"
+                    f" VALUES ({', '.join('?' * len(GUEST_FIELDS))})",
+                    [guest_values(GUEST_FIELDS, g, scan_id, now) for g in plan.inserts],
                 )
             if plan.updates:
                 db.executemany(
-                    "UPDATE guests SET type = ?, dom_id = ?, cpu = ?, memory = ?, uuid = ?,"
-                    " state = ?, nics = ?, disks = ?, agent = ?, agent_status = ?,"
-                    " agent_error = ?, manager = ?, scan_id = ?, updated_at = ?"
+                    f"UPDATE guests SET {', '.join(f'{f} = ?' for f in UPDATED_FIELDS)}"
                     " WHERE name = ? AND hypervisor = ?",
                     [
-                        (*_guest_row(g, scan_id, now)[2:], g.name, g.hypervisor)
+                        (*guest_values(UPDATED_FIELDS, g, scan_id, now), g.name, g.hypervisor)
                         for g in plan.updates
                     ],
                 )
@@ -251,13 +286,18 @@ class Store:
     # ------------------------------------------------------------------ reads
 
     def guests(self, *, hypervisor: str | None = None) -> list[Guest]:
-        sql = f"SELECT {_GUEST_COLUMNS} FROM guests"
+        sql = f"SELECT {GUEST_COLUMNS} FROM guests"
         params: tuple[Any, ...] = ()
         if hypervisor is not None:
             sql += " WHERE hypervisor = ?"
             params = (hypervisor,)
         rows = self.backend.execute(sql + " ORDER BY hypervisor, name", params)
-        return [_guest_of(row) for row in rows]
+        return [guest_of(row_by_name(row)) for row in rows]
+
+    def hypervisors(self) -> list[str]:
+        """The hypervisors guests are stored for."""
+        rows = self.backend.execute("SELECT DISTINCT hypervisor FROM guests ORDER BY hypervisor")
+        return [hv for (hv,) in rows]
 
     def show(self, name: str) -> dict[str, Any] | None:
         """A stored guest, when and by which scan it was written, and where the latest
@@ -265,19 +305,20 @@ class Store:
 
         def body() -> dict[str, Any] | None:
             rows = self.backend.execute(
-                f"SELECT {_GUEST_COLUMNS} FROM guests WHERE name = ?", (name,)
+                f"SELECT {GUEST_COLUMNS} FROM guests WHERE name = ?", (name,)
             )
             if not rows:
                 return None
+            row = row_by_name(rows[0])
             seen = self.backend.execute(
                 "SELECT hypervisor, scan_id FROM sightings WHERE name = ? AND scan_id ="
                 " (SELECT max(scan_id) FROM sightings WHERE name = ?) ORDER BY hypervisor",
                 (name, name),
             )
             return {
-                **_guest_of(rows[0]).to_json(),
-                "scan_id": rows[0][13],
-                "updated_at": rows[0][14],
+                **guest_of(row).to_json(),
+                "scan_id": row["scan_id"],
+                "updated_at": row["updated_at"],
                 "last_seen": {
                     "scan_id": seen[0][1] if seen else None,
                     "hypervisors": [h for h, _ in seen],
@@ -347,46 +388,15 @@ def _check_known(version: int) -> None:
         )
 
 
-def _guest_row(g: Guest, scan_id: int, now: str) -> tuple[Any, ...]:
-    data = g.to_json()
-    return (
-        g.name,
-        g.hypervisor,
-        g.type,
-        g.id,
-        g.cpu,
-        g.memory,
-        g.uuid,
-        g.state,
-        json.dumps(data["nics"]),
-        json.dumps(data["disks"]),
-        None if g.agent is None else json.dumps(data["agent"]),
-        g.agent_status,
-        g.agent_error,
-        g.manager,
-        scan_id,
-        now,
-    )
+def _scan_command(target: str | os.PathLike[str] | None) -> str:
+    """The command that creates (or upgrades) the inventory ``target`` names."""
+    if target is None:
+        return "gagent inventory scan -w URI"
+    where = str(target)
+    if is_postgresql(where):
+        where = redact(where)
+    return f"gagent inventory scan -w URI --db {where}"
 
 
-def _guest_of(row: tuple[Any, ...]) -> Guest:
-    name, hv, kind, dom_id, cpu, memory, uuid, state, nics, disks, agent, status, error = row[:13]
-    manager = row[13]
-    return Guest.from_json(
-        {
-            "type": kind,
-            "name": name,
-            "hypervisor": hv,
-            "id": dom_id,
-            "cpu": cpu,
-            "memory": memory,
-            "uuid": uuid,
-            "state": state,
-            "nics": json.loads(nics),
-            "disks": json.loads(disks),
-            "agent": None if agent is None else json.loads(agent),
-            "agent_status": status,
-            "agent_error": error,
-            "manager": manager,
-        }
-    )
+def _tables(db: Backend) -> list[str]:
+    return [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]

@@ -326,3 +326,80 @@ def test_a_mistyped_db_is_refused_not_created(capsys, tmp_path, argv):
         f"with 'gagent inventory scan -w URI --db {typo}'\n"
     )
     assert not typo.exists()
+
+
+def test_show_names_the_scan_that_wrote_the_guest(capsys, node, tmp_path):
+    db = str(tmp_path / "inv.sqlite3")
+    nova = "<nova:instance xmlns:nova='http://openstack.org/xmlns/libvirt/nova/1.1'/>"
+    h1 = node("h1", NodeDomain("instance-1", metadata=nova), NodeDomain("plain"))
+    run(capsys, "scan", h1, "-w", "--db", db, "--no-agent")
+    run(capsys, "scan", h1, "-w", "--db", db, "--no-agent")
+    for name in ("instance-1", "plain"):
+        code, out, err = run(capsys, "show", name, "--db", db, "--json")
+        assert code == 0, err
+        info = json.loads(out)
+        assert info["scan_id"] == 2
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", info["updated_at"])
+        _, out, _ = run(capsys, "show", name, "--db", db)
+        assert re.search(rf"^written by scan\s+2 at {re.escape(info['updated_at'])}$", out, re.M)
+
+
+def test_list_of_a_hypervisor_with_no_guest_names_the_stored_ones(capsys, node, tmp_path):
+    db = str(tmp_path / "inv.sqlite3")
+    hosts = [node(f"h{i}", NodeDomain(f"vm{i}")) for i in range(1, 8)]
+    run(capsys, "scan", *hosts, "-w", "--db", db, "--no-agent")
+    code, out, err = run(capsys, "list", "--db", db, "--hypervisor", "nosuch")
+    assert (code, out) == (0, "")  # as an empty inventory: an empty answer, not an error
+    assert err == (
+        "no guest of hypervisor 'nosuch' is stored; stored: h1, h2, h3, h4, h5 and 2 more "
+        "(gagent inventory list --hypervisor NAME)\n"
+    )
+    code, out, _ = run(capsys, "list", "--db", db, "--hypervisor", "nosuch", "--json")
+    assert (code, out) == (0, "[]\n")
+    code, out, _ = run(capsys, "list", "--db", db, "--hypervisor", "h3")
+    assert code == 0 and out.splitlines()[1].split()[1:3] == ["vm3", "h3"]
+
+
+@pytest.fixture
+def no_default_db(tmp_path, monkeypatch):
+    """$XDG_DATA_HOME in tmp_path, with no inventory in it; no configuration file's --db."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("GAGENT_CONFIG", os.devnull)
+    return tmp_path / "data" / "gagent" / "inventory.sqlite3"
+
+
+@pytest.mark.parametrize("argv", [("list",), ("show", "vm1"), ("diff",)])
+def test_reading_without_an_inventory_creates_none(capsys, no_default_db, argv):
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert err == (
+        f"gagent: error: no inventory database at {no_default_db} yet: store a scan there "
+        "with 'gagent inventory scan -w URI'\n"
+    )
+    assert not no_default_db.parent.parent.exists()
+
+
+@pytest.mark.parametrize("argv", [("list",), ("show", "vm1"), ("diff",)])
+def test_reading_an_empty_file_refuses_it_unchanged(capsys, tmp_path, argv):
+    empty = tmp_path / "empty.sqlite3"
+    empty.touch()
+    code, out, err = run(capsys, *argv, "--db", str(empty))
+    assert (code, out) == (2, "")
+    assert err == (
+        f"gagent: error: no inventory in {empty} yet: store a scan there with "
+        f"'gagent inventory scan -w URI --db {empty}'\n"
+    )
+    assert empty.stat().st_size == 0
+
+
+def test_writing_creates_the_inventory_reading_needs(capsys, node, no_default_db, tmp_path):
+    empty = tmp_path / "empty.sqlite3"
+    empty.touch()
+    h1 = node("h1", NodeDomain("vm1"))
+    assert run(capsys, "scan", h1, "-w", "--no-agent")[0] == 0
+    assert run(capsys, "scan", h1, "-n", "--no-agent", "--db", str(empty))[0] == 0
+    for db in ([], ["--db", str(empty)]):
+        code, out, err = run(capsys, "list", *db, "--json")
+        assert code == 0, err
+        assert [g["name"] for g in json.loads(out)] == ["vm1"]
+    assert no_default_db.is_file()

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from datetime import datetime
 
 import pytest
 
@@ -22,7 +23,7 @@ from gagent.host.inventory import (
     Store,
     StoreError,
 )
-from gagent.host.inventory.backends import open_backend
+from gagent.host.inventory.backends import NoInventory, open_backend
 from gagent.host.inventory.store import LATEST_VERSION
 
 
@@ -157,6 +158,105 @@ def test_list_and_show_keep_the_whole_guest(store):
     assert Guest.from_json(info) == g
     assert info["last_seen"]["hypervisors"] == ["h1"]
     assert store.show("nope") is None
+
+
+@pytest.mark.parametrize("manager", ["OpenStack nova", None])
+def test_show_says_which_scan_wrote_the_guest_and_when(store, manager):
+    """scan_id and updated_at are the guests table's own columns, whatever columns a later
+    schema version added before them (schema v3's manager once shifted them)."""
+    first = store.apply_scan(result(guest("kvm1", "h1", manager=manager)), Mode.WRITE)
+    before = datetime.fromisoformat(store.scans()[-1]["finished_at"])
+    second = store.apply_scan(result(guest("kvm1", "h1", cpu=4, manager=manager)), Mode.WRITE)
+    info = store.show("kvm1")
+    assert info is not None
+    assert (info["manager"], info["cpu"]) == (manager, 4)
+    assert info["scan_id"] == second.scan_id != first.scan_id
+    assert before <= datetime.fromisoformat(info["updated_at"])
+    assert info["last_seen"] == {"scan_id": second.scan_id, "hypervisors": ["h1"]}
+
+
+def test_hypervisors_are_the_ones_guests_are_stored_for(store):
+    assert store.hypervisors() == []
+    store.apply_scan(result(guest("a", "h2"), guest("b", "h1"), guest("c", "h2")), Mode.WRITE)
+    assert store.hypervisors() == ["h1", "h2"]
+
+
+# ------------------------------------------------------- reading creates nothing
+
+
+def test_reading_a_missing_sqlite_file_creates_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    with pytest.raises(NoInventory) as default:
+        Store.open(read_only=True)
+    assert str(default.value) == (
+        f"no inventory database at {tmp_path}/data/gagent/inventory.sqlite3 yet: "
+        "store a scan there with 'gagent inventory scan -w URI'"
+    )
+    typo = tmp_path / "typo.sqlite3"
+    with pytest.raises(NoInventory, match=f"scan -w URI --db {typo}'$"):
+        Store.open(typo, read_only=True)
+    assert list(tmp_path.iterdir()) == []  # not even the default file's folder
+
+
+@pytest.mark.parametrize(
+    ("content", "refusal"),
+    [
+        (b"", "no inventory in {path} yet: store a scan there with "
+              "'gagent inventory scan -w URI --db {path}'"),
+        (b"not a database at all\n" * 100,
+         "{path} is not an inventory database (not SQLite): check --db"),
+    ],
+)  # fmt: skip
+def test_reading_an_empty_or_foreign_file_refuses_and_leaves_it_alone(tmp_path, content, refusal):
+    path = tmp_path / "inv.sqlite3"
+    path.write_bytes(content)
+    with pytest.raises(NoInventory) as refused:
+        Store.open(path, read_only=True)
+    assert str(refused.value) == refusal.format(path=path)
+    assert path.read_bytes() == content
+
+
+def test_reading_a_foreign_sqlite_database_refuses_it(tmp_path):
+    path = tmp_path / "other.sqlite3"
+    subprocess.run(
+        [sys.executable, "-c", f"import sqlite3; sqlite3.connect({str(path)!r}).execute("
+         "'CREATE TABLE other (x)')"],
+        check=True, timeout=60,
+    )  # fmt: skip
+    content = path.read_bytes()
+    with pytest.raises(NoInventory, match=r"is not an inventory database \(other tables\)"):
+        Store.open(path, read_only=True)
+    assert path.read_bytes() == content
+
+
+def test_reading_an_empty_database_refuses_and_creates_no_schema(db_target):
+    with pytest.raises(
+        NoInventory, match=r"^no inventory (database at|in) .*store a scan there with"
+    ):
+        Store.open(db_target, read_only=True)
+    with Store(open_backend(db_target)) as store:
+        assert store.version() == 0  # no schema_version table: nothing was migrated
+
+
+def test_reading_an_older_schema_refuses_instead_of_migrating(db_target):
+    with Store(open_backend(db_target)) as old:
+        old.migrate(up_to=2)
+    with pytest.raises(NoInventory, match=r"schema version 2, older .* reading does not upgrade"):
+        Store.open(db_target, read_only=True)
+    with Store(open_backend(db_target)) as store:
+        assert store.version() == 2
+
+
+def test_a_read_only_store_reads_and_cannot_write(db_target):
+    with Store.open(db_target) as store:
+        store.apply_scan(result(guest("kvm1", "h1")), Mode.WRITE)
+    with Store.open(db_target, read_only=True) as store:
+        assert stored(store) == {"kvm1": ("h1", 2)}
+        assert store.diff().lines() == ["new      kvm1 on h1"]
+        with pytest.raises(StoreError, match=r"read-only|readonly"):
+            store.apply_scan(result(guest("kvm2", "h1")), Mode.WRITE)
+    with Store.open(db_target) as store:
+        assert stored(store) == {"kvm1": ("h1", 2)}
 
 
 def test_diff_new_gone_moved_changed_and_unreachable_is_not_gone(store):
@@ -350,6 +450,7 @@ def test_unreachable_postgresql_is_a_store_error(tmp_path):
     with pytest.raises(StoreError, match="cannot open the inventory database") as caught:
         Store.open(f"postgresql://nobody:secret@/db?host={tmp_path}&connect_timeout=2")
     assert "secret" not in str(caught.value)
+    assert "\n" not in str(caught.value)  # libpq adds a hint on a line of its own
 
 
 _HOLD_WRITE_LOCK = textwrap.dedent(
