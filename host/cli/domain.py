@@ -29,6 +29,11 @@ T = TypeVar("T")
 STATUS_RESERVE = 0.2
 #: as in gagent.host.cli's table: the guest is frozen
 EXIT_GUEST_FROZEN = 13
+#: a dry run previews: it exits 0 also where the real run is refused, and says so
+DRY_RUN_HELP = (
+    "Print the XML diff, change nothing (exit 0; on a domain a manager owns, a warning "
+    "line says the real run is refused without --force)."
+)
 
 force_option = click.option(
     "--force",
@@ -74,7 +79,7 @@ channel_group.add_command(channel_probe)  # defined in probe.py, on the options 
     help="Allow org.qemu.guest_agent.0: libvirt then owns the socket.",
 )
 @click.option("--no-live", is_flag=True, help="Change the definition only, no hot-plug.")
-@click.option("--dry-run", is_flag=True, help="Print the XML diff, change nothing.")
+@click.option("--dry-run", is_flag=True, help=DRY_RUN_HELP)
 @force_option
 @connect_option
 @timeout_option
@@ -120,7 +125,7 @@ def channel_add(
 @domain_argument()
 @click.option("--name", default=None, help="Virtio port name (default org.gagent.agent.0).")
 @click.option("--no-live", is_flag=True, help="Change the definition only, no hot-unplug.")
-@click.option("--dry-run", is_flag=True, help="Print the XML diff, change nothing.")
+@click.option("--dry-run", is_flag=True, help=DRY_RUN_HELP)
 @force_option
 @connect_option
 @timeout_option
