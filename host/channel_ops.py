@@ -22,7 +22,6 @@ import shlex
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from urllib.parse import urlparse
 
 from gagent.errors import HostError, UsageError
 
@@ -46,7 +45,7 @@ from .channel_lock import (
     edit_lock,
     path_lock_path,
 )
-from .managed import check_edit_allowed
+from .managed import check_edit_allowed, uri_is_local
 from .virt import Domain
 
 __all__ = ["ChannelResult", "add_to_domain", "channels_of", "remove_from_domain", "uri_is_local"]
@@ -64,11 +63,6 @@ class ChannelResult:
 
     def __str__(self) -> str:
         return "\n".join(self.messages)
-
-
-def uri_is_local(uri: str) -> bool:
-    """True when libvirt runs on this machine (so socket directories can be checked here)."""
-    return not urlparse(uri).hostname
 
 
 async def channels_of(domain: Domain) -> list[Channel]:

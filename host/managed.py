@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 from gagent.errors import UsageError
 
@@ -28,7 +29,14 @@ if TYPE_CHECKING:
     from .domxml import DomainFacts
     from .virt import Domain
 
-__all__ = ["ManagedDomain", "Manager", "check_edit_allowed", "manager_of", "vdsm_running"]
+__all__ = [
+    "ManagedDomain",
+    "Manager",
+    "check_edit_allowed",
+    "manager_of",
+    "uri_is_local",
+    "vdsm_running",
+]
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,11 @@ def manager_of(facts: DomainFacts, *, vdsm_host: bool = False) -> Manager | None
     if vdsm_host:
         return Manager("oVirt/VDSM", "its host runs vdsmd", _OVIRT_ADVICE)
     return None
+
+
+def uri_is_local(uri: str) -> bool:
+    """True when libvirt runs on this machine (so socket directories can be checked here)."""
+    return not urlparse(uri).hostname
 
 
 def vdsm_running(proc: Path = Path("/proc")) -> bool:

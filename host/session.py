@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from gagent.commands import AgentCommands
 from gagent.errors import AgentTarget, AgentUnavailable
 
+from . import managed
 from .channel_names import GAGENT_CHANNEL
 from .domxml import DomainFacts, parse_domain
 from .libvirt_agent import LibvirtAgent
-from .managed import Manager, manager_of
 from .reach import AgentRoute, Transport, choose_route
 from .virt import Domain, DomainState, Hypervisor, open_hypervisor
 from .virt_types import looks_like_uuid
@@ -84,10 +84,12 @@ class DomainSession:
     # ------------------------------------------------------------- advice
 
     @property
-    def manager(self) -> Manager | None:
+    def manager(self) -> managed.Manager | None:
         """The manager that owns the domain's definition (its metadata in the XML read at
-        open), or None: advice then names no ``channel add``, which would be refused."""
-        return manager_of(self.facts)
+        open, or vdsmd on this host, as ``channel add`` finds it), or None: advice then
+        names no ``channel add``, which would be refused."""
+        local = managed.uri_is_local(self.uri)
+        return managed.manager_of(self.facts, vdsm_host=local and managed.vdsm_running())
 
     @property
     def advice_ref(self) -> str:

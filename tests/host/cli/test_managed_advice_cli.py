@@ -111,3 +111,18 @@ def test_channel_add_dry_run_says_the_real_run_is_refused(capsys, conn, make_dom
     assert warnings[0].endswith("--force")
     # and the real run is refused, as the warning said
     assert run(capsys, "channel", "add", name, "-c", URI)[0] == 2
+
+
+def test_on_a_vdsmd_host_the_advice_agrees_with_the_refusal(capsys, conn, make_domain, monkeypatch):
+    """VDSM owns every domain of its host, metadata or not: channel add refuses a plain
+    domain there, so status must not advise it either."""
+    from gagent.host import managed
+
+    monkeypatch.setattr(managed, "vdsm_running", lambda: True)
+    name = make_domain()
+    code, out, _ = run(capsys, "status", name, "-c", URI)
+    assert code == 3
+    assert f"({refused('oVirt/VDSM')}: oVirt adds the guest agent channel" in out, out
+    code, _, err = run(capsys, "channel", "add", name, "-c", URI)
+    assert code == 2
+    assert f"domain {name} is managed by oVirt/VDSM (its host runs vdsmd)" in err
