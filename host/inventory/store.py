@@ -72,6 +72,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
+#: What a column added by a later migration reads as in an older inventory (else NULL),
+#: as the migration's own DEFAULT fills it.
+MISSING_COLUMN_DEFAULTS = {"agent_status": "'skipped'"}
 
 
 @dataclass
@@ -99,6 +102,9 @@ class Store:
 
     def __init__(self, backend: Backend):
         self.backend = backend
+        #: How reads select a guest's columns: an older schema read as it is (read-only)
+        #: lacks the later columns, which then read as their defaults.
+        self._guest_columns = GUEST_COLUMNS
 
     @classmethod
     def open(
@@ -162,11 +168,21 @@ class Store:
             raise NoInventory(f"{where} is not an inventory database (other tables): check --db")
         if found == 0:
             raise NoInventory(f"no inventory in {where} yet: store a scan there with '{scan}'")
-        if found < LATEST_VERSION:
-            raise NoInventory(
-                f"the inventory {where} has schema version {found}, older than this gagent's "
-                f"({LATEST_VERSION}), and reading does not upgrade it: '{scan}' does"
+        if found < LATEST_VERSION:  # read as it is: the next writing command upgrades it
+            present = self._guest_table_columns()
+            self._guest_columns = ", ".join(
+                f if f in present else f"{MISSING_COLUMN_DEFAULTS.get(f, 'NULL')} AS {f}"
+                for f in GUEST_FIELDS
             )
+
+    def _guest_table_columns(self) -> set[str]:
+        if self.backend.kind == "sqlite":
+            return {row[1] for row in self.backend.execute("PRAGMA table_info(guests)")}
+        rows = self.backend.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_name = 'guests' AND table_schema = current_schema()"
+        )
+        return {row[0] for row in rows}
 
     def _has_version_table(self) -> bool:
         if self.backend.kind == "sqlite":
@@ -286,7 +302,7 @@ class Store:
     # ------------------------------------------------------------------ reads
 
     def guests(self, *, hypervisor: str | None = None) -> list[Guest]:
-        sql = f"SELECT {GUEST_COLUMNS} FROM guests"
+        sql = f"SELECT {self._guest_columns} FROM guests"
         params: tuple[Any, ...] = ()
         if hypervisor is not None:
             sql += " WHERE hypervisor = ?"
@@ -305,7 +321,7 @@ class Store:
 
         def body() -> dict[str, Any] | None:
             rows = self.backend.execute(
-                f"SELECT {GUEST_COLUMNS} FROM guests WHERE name = ?", (name,)
+                f"SELECT {self._guest_columns} FROM guests WHERE name = ?", (name,)
             )
             if not rows:
                 return None

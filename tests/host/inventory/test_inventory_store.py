@@ -238,13 +238,27 @@ def test_reading_an_empty_database_refuses_and_creates_no_schema(db_target):
         assert store.version() == 0  # no schema_version table: nothing was migrated
 
 
-def test_reading_an_older_schema_refuses_instead_of_migrating(db_target):
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_schema_is_read_as_it_is_and_not_migrated(db_target, version):
+    """After an upgrade of gagent, list/show read the inventory at once: the later
+    columns read as their defaults; the next writing command migrates it."""
     with Store(open_backend(db_target)) as old:
-        old.migrate(up_to=2)
-    with pytest.raises(NoInventory, match=r"schema version 2, older .* reading does not upgrade"):
-        Store.open(db_target, read_only=True)
+        old.migrate(up_to=version)
+        old.backend.execute(
+            "INSERT INTO scans (started_at, finished_at, mode) VALUES ('t', 't', 'write')"
+        )
+        old.backend.execute(
+            "INSERT INTO guests (name, hypervisor, type, cpu, memory, state, nics, disks,"
+            " scan_id, updated_at) VALUES ('kvm1', 'h1', 'kvm', 2, 2048, 'running', '[]',"
+            " '[]', 1, 't')"
+        )
+    with Store.open(db_target, read_only=True) as store:
+        (g,) = store.guests()
+        assert (g.name, g.agent, g.agent_status, g.manager) == ("kvm1", None, "skipped", None)
+        shown = store.show("kvm1")
+        assert shown is not None and (shown["scan_id"], shown["updated_at"]) == (1, "t")
     with Store(open_backend(db_target)) as store:
-        assert store.version() == 2
+        assert store.version() == version  # reading changed nothing
 
 
 def test_a_read_only_store_reads_and_cannot_write(db_target):
