@@ -60,8 +60,8 @@ def inventory_group() -> None:
     """Every guest on every hypervisor (xCAT rscan semantics), stored in a database.
 
     scan -w/-u/-n create the database and bring its schema up to date; list, show and
-    diff only read it: with no inventory there (no file, an empty or foreign one, an
-    older schema) they say so in one line and exit 2, creating nothing.
+    diff only read it (an older schema as it is): with no inventory there (no file, an
+    empty or foreign one) they say so in one line and exit 2, creating nothing.
     """
 
 
@@ -266,7 +266,7 @@ def diff_command(scan_id: int | None, db: str | None, busy_timeout: float, as_js
 
 def _open_to_read(db: str | None, busy_timeout: float) -> Any:
     """The inventory as it is, for a reading command: nothing is created or migrated. None
-    there (no file, an empty or foreign one, an older schema) is one line and exit 2."""
+    there (no file, an empty or foreign one) is one line and exit 2."""
     from gagent.host.inventory.store import NoInventory, Store
 
     try:
