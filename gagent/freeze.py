@@ -132,6 +132,10 @@ async def _freeze_step(
                     raise AlreadyFrozen(record.domain, retry) from None
                 raise
             record._sent_at, record.freeze_sent = trio.current_time(), Instant.now()
+            logger.info(
+                "%s: %s sent (%s)", record.domain or "guest", command,
+                "all filesystems" if record.mountpoints is None else " ".join(record.mountpoints),
+            )  # fmt: skip
             try:
                 record.frozen = await agent.fsfreeze_freeze(record.mountpoints)
             except (CommandUnavailable, FrozenStateViolation, UsageError):

@@ -28,6 +28,7 @@ a group not consistent under ``require`` raises :class:`GroupSnapshotFailed` wit
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -74,6 +75,8 @@ from .snapshot_policy import POLICIES, build_record, preflight
 
 __all__ = ["GroupAborted", "GroupSnapshotFailed", "Member", "snapshot_group"]
 
+logger = logging.getLogger("gagent.group_snapshot")
+
 
 async def snapshot_group(
     members: Sequence[Member], name: str, *, policy: str = "require",
@@ -118,7 +121,7 @@ async def snapshot_group(
         async with trio.open_nursery() as nursery:
             for task in tasks:
                 nursery.start_soon(_member, task, run, name, options)
-            await _coordinate(tasks, run, on_frozen)
+            await _coordinate(name, tasks, run, on_frozen)
     finally:  # (no checkpoint here: a cancellation cannot cut the record short)
         conclude(group)
         try:
@@ -136,7 +139,10 @@ async def snapshot_group(
 
 
 async def _coordinate(
-    tasks: list[MemberTask], run: Phases, on_frozen: Callable[[], Awaitable[None]] | None
+    name: str,
+    tasks: list[MemberTask],
+    run: Phases,
+    on_frozen: Callable[[], Awaitable[None]] | None,
 ) -> None:
     try:
         for task in tasks:
@@ -144,9 +150,13 @@ async def _coordinate(
         unready = [t for t in tasks if not t.ok]
         if unready and run.policy == "require":
             run.abort("could not prepare " + ", ".join(t.record.label for t in unready))
+        if not run.aborted:
+            logger.info("group %s: %d member(s) prepared, freezing", name, len(tasks))
         run.freeze_go.set()
         for task in tasks:
             await task.frozen.wait()
+        if not run.aborted:
+            logger.info("group %s: every freeze confirmed, taking the snapshots", name)
         if not run.aborted and on_frozen is not None:
             await on_frozen()
     except BaseException:  # (cancelled, or on_frozen failed): no member may start its call
@@ -235,6 +245,8 @@ async def _prepare(
 ) -> tuple[AgentCommands, Any]:
     """The member's agent, thawed if found frozen, and its preflight facts."""
     route = session.route(options["transport"], options["channel_name"])
+    if logger.isEnabledFor(logging.INFO):
+        logger.info("agent route: %s", route.describe(session.name))
     retry = session.thaw_command(options["channel_name"])
     try:
         with trio.fail_after(options["connect_timeout"]):

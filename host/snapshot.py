@@ -123,6 +123,7 @@ async def snapshot(
         )
     else:
         method = SnapshotMethod.GAGENT_FREEZE
+    logger.info("%s: snapshot %s, %s", domain.name, name, method.value)
     abandoned = False
 
     async def create() -> float:
@@ -143,7 +144,9 @@ async def snapshot(
         except trio.Cancelled:
             abandoned = True
             raise
-        return (trio.current_time() - start) * 1000
+        took_ms = (trio.current_time() - start) * 1000
+        logger.info("%s: snapshot %s created (%.0f ms)", domain.name, name, took_ms)
+        return took_ms
 
     record = None
     try:
@@ -244,6 +247,8 @@ async def snapshot_session(
             f"cannot quiesce {domain.name}: {exc}",
             hint="or take a crash-consistent snapshot with --no-quiesce",
         ) from None
+    if logger.isEnabledFor(logging.INFO):
+        logger.info("agent route: %s", route.describe(domain.name))
     retry = session.thaw_command(channel_name)
     options.setdefault("retry", retry)
     async with AsyncExitStack() as stack:

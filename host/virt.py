@@ -16,7 +16,10 @@ built into libvirt and needs no daemon.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+
+from gagent.errors import HostError
 
 from .virt_calls import (
     ERROR_CODES,
@@ -76,6 +79,8 @@ __all__ = [
 #: How long closing a connection may take (a hung libvirtd never acknowledges it).
 CLOSE_TIMEOUT = 2.0
 
+logger = logging.getLogger("gagent.virt")
+
 
 @dataclass
 class Hypervisor:
@@ -108,7 +113,10 @@ class Hypervisor:
 
     async def lookup(self, ref: str) -> Domain:
         """A domain by name, UUID or numeric ID (tried in the order virsh does: ID, UUID, name)."""
-        return Domain(self, await lookup_domain(self.conn, ref, uri=self.uri))
+        domain = Domain(self, await lookup_domain(self.conn, ref, uri=self.uri))
+        if logger.isEnabledFor(logging.INFO):  # (name and UUID: libvirt has them at hand)
+            logger.info("found domain %s on %s (UUID %s)", domain.name, self.uri, domain.uuid)
+        return domain
 
     async def domains(self) -> list[Domain]:
         """Every domain, running or not (listAllDomains)."""
@@ -364,5 +372,28 @@ async def open_hypervisor(
     thread ends by itself, and a connection it opens late is closed when
     garbage-collected.
     """
-    conn = await connect(resolve_uri(uri), events=events, cancellable=cancellable)
-    return Hypervisor(conn, conn.getURI())
+    chosen = resolve_uri(uri)
+    logger.info("connecting to libvirt at %s", chosen or "libvirt's default URI")
+    conn = await connect(chosen, events=events, cancellable=cancellable)
+    hypervisor = Hypervisor(conn, conn.getURI())
+    if logger.isEnabledFor(logging.INFO):  # the version costs a call: only when it is shown
+        await _log_connected(hypervisor)
+    return hypervisor
+
+
+async def _log_connected(hypervisor: Hypervisor) -> None:
+    """Log the connection and the host's libvirt version (left out if it will not say)."""
+    try:
+        version = await hypervisor.libvirt_version()
+    except HostError:  # (Unsupported, or refused): the line goes without it
+        logger.info("connected to %s", hypervisor.uri)
+        return
+    except BaseException:  # cancelled: what was opened is closed, not left to the collector
+        await hypervisor.close()
+        raise
+    logger.info("connected to %s (libvirt %s)", hypervisor.uri, dotted_version(version))
+
+
+def dotted_version(encoded: int) -> str:
+    """libvirt's major*1e6 + minor*1e3 + micro as ``major.minor.micro``."""
+    return f"{encoded // 1_000_000}.{encoded // 1000 % 1000}.{encoded % 1000}"

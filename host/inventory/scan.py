@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -33,6 +34,8 @@ from .targets import Target
 __all__ = ["AgentOpener", "HypervisorReport", "ScanProgress", "ScanResult", "scan_hypervisors"]
 
 AgentOpener = Callable[[Hypervisor, DomainRecord], AbstractAsyncContextManager[AgentCommands]]
+
+logger = logging.getLogger("gagent.inventory")
 
 
 @dataclass
@@ -141,9 +144,13 @@ async def scan_hypervisors(
                     hv = None  # a worker thread may still use it: left to the garbage collector
             report.seconds = time.monotonic() - started
             if report.error is not None:
+                logger.info("%s: not scanned after %.1fs: %s", target.uri, report.seconds,
+                            report.error)  # fmt: skip
                 return
             assert hv is not None and report.name is not None
             report.ok, report.domains = True, len(records)
+            logger.info("%s (%s): %d domain(s) found in %.2fs", report.name, target.uri,
+                        len(records), report.seconds)  # fmt: skip
             records.sort(key=lambda r: r.domain.name)
             guests = [
                 parse_domain_xml(r.xml, hypervisor=report.name, state=r.state.value)
@@ -167,6 +174,8 @@ async def scan_hypervisors(
                 async with trio.open_nursery() as nursery:
                     for i in asked:
                         nursery.start_soon(ask_agent, hv, records[i], guests, i)
+                logger.info("%s: %d agent(s) asked, done in %.2fs", report.name, len(asked),
+                            time.monotonic() - started)  # fmt: skip
             found[index] = guests
         finally:
             progress.hypervisors_done += 1
