@@ -28,6 +28,7 @@
      +-- GroupAborted            a group member gave up its snapshot because another failed
      +-- GroupSnapshotFailed     a group snapshot failed member by member (keeps the record)
      +-- StoreError              the inventory database failed or refused
+     |    +-- NoInventory        a reading command found no inventory there (nothing created)
      +-- ChannelEditConflict     another edit of the domain's channels held its lock or undid ours
      +-- LocalFileError          a copy could not read or write a file on this side (EACCES...)
      +-- CommandTimeout          a command's overall deadline (--timeout) passed (the CLI)
@@ -42,7 +43,7 @@ LocalFileError.  The others live where they are raised (the core imports no
 libvirt code): GuestReplaceError in gagent.guest_replace, HostError's
 subclasses in gagent.host.virt, FreezeError's family in gagent.freeze,
 SnapshotTimeout in gagent.host.snapshot, StoreError in gagent.host.inventory,
-AgentTimeout in gagent.sync, the group snapshot's in gagent.host.group_phases,
+AgentTimeout in gagent.sync_agent, the group snapshot's in gagent.host.group_phases,
 ManagedDomain in gagent.host.managed.
 
 Errors keep their evidence: the command sent, its arguments (large payloads
@@ -204,13 +205,15 @@ class AgentTarget:
 
     Recovery advice is built from it.  Whoever opens the agent fills in what it
     knows: a domain session its domain and URI (and ``thaw``, the exact command
-    when it renders its own), a socket client its path.
+    when it renders its own; ``reach``, what gives gagent a way to the agent: the
+    exact channel add, or a managed domain's own way), a socket client its path.
     """
 
     domain: str | None = None
     uri: str | None = None
     socket: str | None = None
     thaw: str | None = None
+    reach: str | None = None
 
     @classmethod
     def for_socket(cls, path: str | os.PathLike[str]) -> AgentTarget:

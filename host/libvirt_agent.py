@@ -98,7 +98,8 @@ class LibvirtAgent(AgentCommands):
         except LibvirtAgentError as exc:
             if command in NO_REPLY_COMMANDS and exc.code == _AGENT_UNRESPONSIVE:
                 return None  # the guest went down: what shutdown/suspend asked for
-            raise _map_error(command, arguments, exc, self.domain.name) from None
+            reach = getattr(getattr(self, "target", None), "reach", None)
+            raise _map_error(command, arguments, exc, self.domain.name, reach) from None
         if command in NO_REPLY_COMMANDS and not reply:
             return None
         try:
@@ -123,7 +124,11 @@ def _libvirt_timeout(remaining: float) -> int:
 
 
 def _map_error(
-    command: str, arguments: dict[str, Any] | None, exc: LibvirtAgentError, domain: str
+    command: str,
+    arguments: dict[str, Any] | None,
+    exc: LibvirtAgentError,
+    domain: str,
+    reach: str | None = None,
 ) -> Exception:
     message = exc.libvirt_message or str(exc)
     refusal = _AGENT_REFUSAL.search(message)
@@ -168,7 +173,7 @@ def _map_error(
     if exc.code in _NO_ROUTE_CODES:
         return AgentUnavailable(
             f"libvirt cannot reach the guest agent of {domain}: {message}",
-            hint=f"add a channel gagent can use: gagent channel add {domain}",
+            hint=reach or f"add a channel gagent can use: gagent channel add {domain}",
         )
     if exc.code == _OPERATION_INVALID:
         return AgentUnavailable(f"{domain}: {message}", hint="is the domain running?")

@@ -31,7 +31,7 @@ from . import managed
 from .channel_names import GAGENT_CHANNEL
 from .domxml import DomainFacts, parse_domain
 from .libvirt_agent import LibvirtAgent
-from .reach import AgentRoute, Transport, choose_route
+from .reach import AgentRoute, Transport, channel_fix, choose_route
 from .virt import Domain, DomainState, Hypervisor, open_hypervisor
 from .virt_types import looks_like_uuid
 
@@ -113,6 +113,15 @@ class DomainSession:
         """The exact virsh command for this domain on this connection (start, resume...)."""
         return shlex.join(["virsh", "-c", self.uri, verb, self.advice_ref])
 
+    def agent_target(self, channel: str = GAGENT_CHANNEL) -> AgentTarget:
+        """The guest as its agent's errors name it: this domain on this connection, its
+        thaw, and what gives gagent a way to its agent when libvirt's relay finds none
+        (a channel add, or for a managed domain its manager's way)."""
+        named = () if channel == GAGENT_CHANNEL else ("--name", channel)
+        add = "add a channel gagent can use: " + self.command("channel", "add", options=named)
+        reach = channel_fix(self, add, libvirt_channel=None)
+        return AgentTarget(self.name, self.uri, thaw=self.thaw_command(channel), reach=reach)
+
     def thaw_command(self, channel: str = GAGENT_CHANNEL) -> str:
         """How an operator thaws this domain by hand (through every agent it has)."""
         options = () if channel == GAGENT_CHANNEL else ("--channel", channel)
@@ -153,7 +162,7 @@ class DomainSession:
         """The typed agent API over the chosen route, synced (socket) or pinged (libvirt)."""
         route = route or self.route(transport, channel_name)
         # the agent's own errors (a frozen guest) advise this domain's thaw, on this connection
-        target = AgentTarget(self.name, self.uri, thaw=self.thaw_command(channel_name))
+        target = self.agent_target(channel_name)
         async with AsyncExitStack() as stack:
             if route.transport is Transport.SOCKET:
                 assert route.socket_path is not None

@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from gagent.errors import AgentTarget
 from gagent.sync import (
     DEFAULT_TIMEOUT,
     AgentTimeout,
@@ -135,13 +134,14 @@ def open_domain_agent(
         )
         name = session.name  # libvirt keeps it: no call to the daemon
         route = session.route(transport, channel_name)
-        target = AgentTarget(name, actual_uri, thaw=session.thaw_command(channel_name))
+        target = session.agent_target(channel_name)
         if route.transport is Transport.SOCKET:
             _close(conn)  # the socket route needs libvirt no more
             conn = None
             agent = _socket_agent(route, name, deadline, timeout)
         else:
             relay = BlockingLibvirtAgent(dom, name)
+            relay.target = target  # its first ping's errors advise this domain, this URI
             agent = SyncAgent(relay, timeout)
             left = _left(deadline, "the first ping")
             agent.run(relay.ping(), left)  # fail early, with libvirt's reason

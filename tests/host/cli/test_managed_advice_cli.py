@@ -126,3 +126,24 @@ def test_on_a_vdsmd_host_the_advice_agrees_with_the_refusal(capsys, conn, make_d
     code, _, err = run(capsys, "channel", "add", name, "-c", URI)
     assert code == 2
     assert f"domain {name} is managed by oVirt/VDSM (its host runs vdsmd)" in err
+
+
+@pytest.mark.parametrize("blocking", [False, True], ids=["trio-route", "blocking-route"])
+def test_libvirts_relay_finding_no_agent_advises_the_exact_channel_add(
+    capsys, conn, make_domain, blocking
+):
+    """The test driver relays no agent command: the relay's error names the domain and URI
+    (it named a bare 'gagent channel add DOMAIN'), and for a managed one the manager's way."""
+    name = make_domain(LIBVIRTS_CHANNEL)
+    argv = ["agent", name, "-c", URI, "--transport", "libvirt"]
+    # 'ping' runs on the blocking route; 'fsfreeze status' on the trio one
+    argv += ["ping"] if blocking else ["fsfreeze", "status"]
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (3, ""), err
+    assert err.rstrip("\n").endswith(
+        f"(add a channel gagent can use: gagent channel add {name} -c {URI})"
+    ), err
+    set_manager_metadata(conn, name, "OpenStack nova")
+    code, out, err = run(capsys, *argv)
+    assert code == 3 and "channel add" not in err, err
+    assert refused("OpenStack nova") in err, err
