@@ -98,9 +98,13 @@ def parsed(out: str) -> list[object]:
 
 
 @pytest.fixture
-def places(qemu_ga, tmp_path, monkeypatch) -> dict[str, str]:
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # an empty inventory
+def places(qemu_ga, tmp_path, monkeypatch, capsys) -> dict[str, str]:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # no inventory there
+    inventory = tmp_path / "inventory.sqlite3"  # one guest stored: what list reads
+    assert main(["inventory", "scan", "-w", URI, "--no-agent", "--db", str(inventory)]) == 0
+    capsys.readouterr()  # the scan's own output is not the test's
     return {
+        "inventory": str(inventory),
         "socket": str(qemu_ga.socket_path),
         "source": f"test://{HOSTS / 'source.xml'}",
         "dest": f"test://{HOSTS / 'dest.xml'}",
@@ -123,7 +127,7 @@ RUNS = [
     case(0, "exporter", "--check", "-c", URI),
     case(10, "fsfreeze", "check", "test", "-c", URI),  # no agent channel: a finding says so
     case(0, "inventory", "scan", URI, "--no-agent"),
-    case(0, "inventory", "list"),
+    case(0, "inventory", "list", "--db", "{inventory}"),
     case(10, "migrate-check", "-c", "{source}", "web", "{dest}", "--no-plugins"),
     case(0, "snapshot", "list", "test", "-c", URI),
     case(0, "snapshot", "group", "list"),
