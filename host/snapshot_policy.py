@@ -107,10 +107,16 @@ async def create_snapshot(
     async def prepare(agent: AgentCommands, route: AgentRoute) -> None:
         seen["route"] = route
         if route.transport is Transport.LIBVIRT and mountpoints:
+            manager = session.manager
+            fix = (
+                f"add gagent's channel with '{session.command('channel', 'add')}'"
+                if manager is None
+                else f"{manager.name} manages the domain, so gagent adds no channel to it: "
+                "leave --mountpoint out"
+            )
             raise UsageError(
                 f"--mountpoint needs gagent's own freeze, and {session.name} is reached through "
-                "libvirt's channel only (libvirt's quiesce freezes every filesystem): "
-                f"add gagent's channel with '{session.command('channel', 'add')}'"
+                f"libvirt's channel only (libvirt's quiesce freezes every filesystem): {fix}"
             )
         facts = seen["facts"] = await preflight(agent, route.describe(session.name))
         check_mountpoints(facts, session.name, mountpoints)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..managed import manager_of
 from ..virt import DomainNotFound, Unsupported
 from .context import MigrationContext
 from .framework import CheckResult, Severity, check
@@ -155,9 +156,15 @@ async def guest_agent(ctx: MigrationContext) -> CheckResult:
     probe = await ctx.agent_probe()
     name = ctx.facts.name
     if not probe.channels:
+        manager = manager_of(ctx.facts)
+        fix = (
+            f"add one: gagent channel add -c {ctx.source.uri} {name}"
+            if manager is None
+            else f"{manager.name} manages the domain: {manager.advice}"
+        )
         return CheckResult.warning(
-            f"no agent channel: nothing will be able to reach the guest's agent after the "
-            f"migration (add one: gagent channel add -c {ctx.source.uri} {name})"
+            "no agent channel: nothing will be able to reach the guest's agent after the "
+            f"migration ({fix})"
         )
     if not probe.running:
         return CheckResult.success(

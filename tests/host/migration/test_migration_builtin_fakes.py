@@ -236,6 +236,15 @@ async def test_guest_agent():
     assert status is Status.WARNING and message.startswith("no agent channel")
     status, _ = await status_of("guest-agent", state=DomainState.SHUTOFF, agent=unreachable())
     assert status is Status.SUCCESS
+    # a managed domain: the fix is the manager's way, not a channel add it would refuse
+    nova = no_channel.replace(
+        "<name>vm1</name>",
+        "<name>vm1</name><metadata><nova:instance "
+        "xmlns:nova='http://openstack.org/xmlns/libvirt/nova/1.1'/></metadata>",
+    )
+    status, message = await status_of("guest-agent", xml=nova)
+    assert status is Status.WARNING and "OpenStack nova manages the domain: " in message
+    assert "channel add" not in message
     # gagent's channel named otherwise (--channel): the domain's port under that name counts
     status, _ = await status_of("guest-agent", xml=no_channel, channel_name="org.example.other")
     assert status is Status.SUCCESS
