@@ -245,8 +245,6 @@ async def _prepare(
 ) -> tuple[AgentCommands, Any]:
     """The member's agent, thawed if found frozen, and its preflight facts."""
     route = session.route(options["transport"], options["channel_name"])
-    if logger.isEnabledFor(logging.INFO):
-        logger.info("agent route: %s", route.describe(session.name))
     retry = session.thaw_command(options["channel_name"])
     try:
         with trio.fail_after(options["connect_timeout"]):

@@ -19,6 +19,7 @@ libvirtd or an unanswering remote host cannot outlive the caller's
 
 from __future__ import annotations
 
+import logging
 import shlex
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -34,6 +35,8 @@ from .libvirt_agent import LibvirtAgent
 from .reach import AgentRoute, Transport, channel_fix, choose_route
 from .virt import Domain, DomainState, Hypervisor, open_hypervisor
 from .virt_types import looks_like_uuid
+
+logger = logging.getLogger("gagent.session")
 
 __all__ = ["DomainSession", "open_domain", "open_domain_agent", "open_hypervisor_session"]
 
@@ -161,6 +164,8 @@ class DomainSession:
     ) -> AsyncIterator[AgentCommands]:
         """The typed agent API over the chosen route, synced (socket) or pinged (libvirt)."""
         route = route or self.route(transport, channel_name)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("agent route: %s", route.describe(self.name))
         # the agent's own errors (a frozen guest) advise this domain's thaw, on this connection
         target = self.agent_target(channel_name)
         async with AsyncExitStack() as stack:
@@ -218,6 +223,7 @@ async def open_domain(
     async with open_hypervisor_session(uri, hypervisor=hypervisor) as hv:
         domain = await hv.lookup(ref)
         state = await domain.state()
+        logger.info("%s is %s", domain.name, state.value)
         xml = await domain.xml(inactive=inactive or not state.is_active)
         yield DomainSession(hv, domain, state, xml, parse_domain(xml), requested_uri=uri)
 

@@ -247,8 +247,6 @@ async def snapshot_session(
             f"cannot quiesce {domain.name}: {exc}",
             hint="or take a crash-consistent snapshot with --no-quiesce",
         ) from None
-    if logger.isEnabledFor(logging.INFO):
-        logger.info("agent route: %s", route.describe(domain.name))
     retry = session.thaw_command(channel_name)
     options.setdefault("retry", retry)
     async with AsyncExitStack() as stack:

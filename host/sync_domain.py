@@ -19,6 +19,7 @@ by itself, or with the process).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -47,6 +48,8 @@ from .virt_calls import (
     within,
 )
 from .virt_types import DomainState, resolve_uri
+
+logger = logging.getLogger("gagent.sync_domain")
 
 __all__ = ["BlockingLibvirtAgent", "open_domain_agent"]
 
@@ -115,6 +118,7 @@ def open_domain_agent(
     """See :func:`gagent.sync.open_domain_agent`."""
     channel_name = channel_name or GAGENT_CHANNEL
     deadline = time.monotonic() + timeout if timeout else None
+    logger.info("reading domain %s on %s", ref, uri or "libvirt's default URI")
     conn, dom, actual_uri, code, xml = within(
         _left(deadline, f"reading domain {ref}"),
         lambda: read_domain_blocking(resolve_uri(uri), ref),
@@ -134,6 +138,9 @@ def open_domain_agent(
         )
         name = session.name  # libvirt keeps it: no call to the daemon
         route = session.route(transport, channel_name)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("%s on %s is %s: agent route %s", name, actual_uri, session.state.value,
+                        route.describe(name))  # fmt: skip
         target = session.agent_target(channel_name)
         if route.transport is Transport.SOCKET:
             _close(conn)  # the socket route needs libvirt no more

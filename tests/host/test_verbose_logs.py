@@ -89,6 +89,7 @@ async def test_a_snapshot_logs_each_step(tmp_path: Path, caplog):
         if line.startswith(("agent", "vm1"))
     ]
     assert steps == [
+        "vm1 is running",
         f"agent route: domain vm1 via {path}",
         "vm1: snapshot s1, gagent-freeze",
         "vm1: guest-fsfreeze-freeze sent (all filesystems)",

@@ -223,3 +223,11 @@ def test_a_number_of_seconds_must_be_finite(capsys, argv, value):
     assert (code, out) == (2, ""), err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"{value!r} is not a finite number of seconds" in err or "not in the range" in err, err
+
+
+def test_v_on_the_blocking_domain_route_says_what_it_reads(capsys):
+    code, _, err = run(capsys, "-v", "agent", "test", "-c", URI, "ping")
+    assert code == 3  # test:///default's domain has no agent channel
+    assert f"gagent: INFO: gagent.sync_domain: reading domain test on {URI}\n" in err
+    code, _, err = run(capsys, "agent", "test", "-c", URI, "ping")
+    assert "INFO" not in err
