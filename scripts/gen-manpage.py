@@ -33,7 +33,7 @@ ENVIRONMENT = {
     "$XDG_CONFIG_HOME/gagent/config.toml and /etc/gagent/config.toml.",
     "GAGENT_STATE_DIR": "Where snapshot records are kept (default /var/lib/gagent, or "
     "$XDG_STATE_HOME/gagent for other users than root).",
-    "NO_COLOR": "When set, nothing is coloured (colour is used only on a terminal).",
+    "NO_COLOR": "When set and not empty, nothing is coloured (colour is used only on a terminal).",
     "_GAGENT_COMPLETE": "Shell completion (click's): "
     'eval "$(_GAGENT_COMPLETE=bash_source gagent)"; zsh_source and fish_source for those shells.',
 }

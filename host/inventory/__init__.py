@@ -5,12 +5,13 @@ reports, kept in a database (SQLite, or PostgreSQL shared by several management 
 * :mod:`.scan`     the concurrent scan (trio), :mod:`.agentdata` what agents are asked
 * :mod:`.model`    :class:`Guest` and friends, read from the domain XML
 * :mod:`.modes`    the write modes (-w/-u/-n) and their conflicts, as a pure decision
-* :mod:`.store`    the versioned store, one transaction per scan; :mod:`.backends` the databases
+* :mod:`.store`    the versioned store, one transaction per scan; :mod:`.backends` the databases;
+  :mod:`.rows`     a guest as a row of the guests table, column by name
 * :mod:`.diff`     what changed since the previous scan
 * :mod:`.testnode` node XML files for libvirt's test driver (tests, benchmarks, demos)
 """
 
-from .backends import StoreError, default_db_path
+from .backends import NoInventory, StoreError, default_db_path
 from .diff import Diff, Sighting
 from .model import AgentData, AgentStatus, Disk, Guest, Nic, parse_domain_xml
 from .modes import Conflict, Mode, Plan, plan_writes
@@ -28,6 +29,7 @@ __all__ = [
     "HypervisorReport",
     "Mode",
     "Nic",
+    "NoInventory",
     "Plan",
     "ScanProgress",
     "ScanResult",
