@@ -72,10 +72,12 @@ class DomainSession:
 
     @property
     def name(self) -> str:
+        """The domain's name (libvirt's, whatever reference opened it)."""
         return self.domain.name
 
     @property
     def uri(self) -> str:
+        """The connection's own URI (what advice names with -c)."""
         return self.hypervisor.uri
 
     async def refresh(self) -> None:
