@@ -60,6 +60,8 @@ def frozen(
     nothing = False
     try:
         record._sent_at = time.monotonic()
+        where = "all filesystems" if record.mountpoints is None else " ".join(record.mountpoints)
+        f.logger.info("%s: %s sent (%s)", domain or "guest", command, where)
         try:
             record.frozen = agent.run(commands.fsfreeze_freeze(record.mountpoints), freeze_timeout)
         except (AgentError, CommandUnavailable, FrozenStateViolation):
@@ -72,6 +74,7 @@ def frozen(
                 record=record,
             ) from None
         record._frozen_at = time.monotonic()
+        f.logger.info("%s: froze %s filesystem(s)", domain or "guest", record.frozen)
         if record.frozen == 0 and not allow_nothing_frozen:
             nothing = True
         else:
@@ -110,6 +113,8 @@ def _thaw(agent: SyncAgent, record: FreezeRecord, thaw_timeout: float, retry: st
             status = agent.run(commands.call(f.STATUS, check=False), per_attempt)
             if status == "thawed":
                 record.confirmed = True
+                f.logger.info("%s: thawed %s filesystem(s)", record.domain or "guest",
+                              record.thawed)  # fmt: skip
                 return
             reasons.append("guest-fsfreeze-status still said frozen after the thaw")
         except AgentTimeout:

@@ -135,3 +135,24 @@ def test_a_sync_caller_in_a_thread_can_freeze_too(tmp_path: Path) -> None:
     thread.start()
     thread.join()
     assert errors == []
+
+
+async def test_the_blocking_freeze_logs_its_steps_as_the_trio_one(tmp_path: Path, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="gagent")
+    path = tmp_path / "fake.sock"
+
+    def client() -> Any:
+        with gagent.sync.open_agent(path, timeout=5) as agent:
+            with gagent.sync.frozen(agent, domain="vm1") as record:
+                pass
+            return record
+
+    record = await _with_fake(FreezableFake(), path, client)
+    lines = [r.getMessage() for r in caplog.records if r.name == "gagent.freeze"]
+    assert lines == [
+        "vm1: guest-fsfreeze-freeze sent (all filesystems)",
+        f"vm1: froze {record.frozen} filesystem(s)",
+        f"vm1: thawed {record.thawed} filesystem(s)",
+    ]
