@@ -239,7 +239,7 @@ def status(
             seconds=timeout or None,
             work=work,
             as_json=as_json,
-            human=lambda o: _status_line(o.result) if o.ok else human_line(o),
+            human=lambda o: _status_line(o.result) if o.error is None else human_line(o),
         )
 
     async def probe() -> dict[str, Any]:

@@ -51,11 +51,13 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        """It ended with exit 0 (a status report of an unreachable agent is a result, exit 3:
+        not ok, as the same command on one domain)."""
+        return self.error is None and self.exit == 0
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"domain": self.domain, "ok": self.ok}
-        if self.ok:
+        if self.error is None:
             out["result"] = json_result(self.result)
         else:
             out["error"] = self.error
@@ -186,7 +188,7 @@ def one_line(value: Any, view: Callable[[Any], str] | None = None) -> str:
 
 
 def human_line(outcome: Outcome, view: Callable[[Any], str] | None = None) -> str:
-    if outcome.ok:
+    if outcome.error is None:
         text = one_line(outcome.result, view)
     else:
         text = f"error: {outcome.error}"

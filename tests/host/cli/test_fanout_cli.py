@@ -69,7 +69,9 @@ def json_lines(out: str) -> dict[str, dict]:
     by_domain = {line["domain"]: line for line in lines}
     assert len(by_domain) == len(lines), "one line per domain"
     for line in lines:
-        assert set(line) == {"domain", "ok", "exit", "ms", "result" if line["ok"] else "error"}
+        assert set(line) - {"result", "error"} == {"domain", "ok", "exit", "ms"}
+        assert ("result" in line) != ("error" in line), line  # one of them
+        assert line["ok"] == (line["exit"] == 0 and "result" in line), line
     return by_domain
 
 
@@ -133,6 +135,7 @@ def test_status_all(capsys, node):
     assert sorted(lines) == sorted(RUNNING)
     assert lines["good1"]["result"]["agent"] and lines["good1"]["exit"] == 0
     assert lines["dead"]["result"]["agent"] is None and lines["dead"]["exit"] == 3
+    assert lines["good1"]["ok"] and not lines["dead"]["ok"]  # as status's exit says
     assert lines["hung"]["exit"] in (3, 4)  # reported, whether as silent or as timed out
     assert code == max(line["exit"] for line in lines.values())
 
