@@ -35,7 +35,6 @@ from .protocol import (
     ErrorReply,
     QGAConnection,
     Reply,
-    SyncReply,
 )
 from .replies import untyped_decoder
 
@@ -208,34 +207,20 @@ class Agent(CodecTransport):
                 f"{self.name}: could not send {command}: {exc}", command=command
             ) from exc
 
-    async def _next_event(self, command: str) -> Reply | ErrorReply | SyncReply:
-        conn = self._conn
-        while True:
-            event = conn.next_event()
-            if event is NEED_DATA:
-                try:
-                    stream = self.stream
-                    data: bytes | bytearray
-                    if type(stream) is trio.SocketStream:
-                        data = await _read_fd(stream.socket.fileno())
-                    else:
-                        data = await stream.receive_some(_RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    raise ConnectionLost(
-                        f"{self.name}: connection lost waiting for the reply to {command}: {exc}",
-                        command=command,
-                    ) from exc
-                except trio.Cancelled:
-                    note_cancelled_wait(f"the reply of {self.name} to {command}")
-                    raise
-                conn.receive_data(data)
-                continue
-            if isinstance(event, Closed):
-                raise ConnectionLost(
-                    f"{self.name}: the agent closed the connection before answering {command}",
-                    command=command,
-                )
-            return event  # type: ignore[return-value]
+    async def _receive(self, command: str) -> bytes | bytearray:
+        try:
+            stream = self.stream
+            if type(stream) is trio.SocketStream:
+                return await _read_fd(stream.socket.fileno())
+            return await stream.receive_some(_RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ConnectionLost(
+                f"{self.name}: connection lost waiting for the reply to {command}: {exc}",
+                command=command,
+            ) from exc
+        except trio.Cancelled:
+            note_cancelled_wait(f"the reply of {self.name} to {command}")
+            raise
 
 
 async def _round_trip_on_fd(conn: QGAConnection, fd: int, data: bytes) -> Any:

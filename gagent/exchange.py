@@ -9,7 +9,9 @@ between the codec and a socket is written once, here:
 * :func:`connect_error`: what an ``OSError`` from connecting to a unix socket
   means, as an :class:`~gagent.errors.AgentUnavailable` that says what to do;
 * :class:`CodecTransport`: the typed commands over a codec, whose reply lines a
-  typed command's decoder reads straight from the bytes (``_exchange``).
+  typed command's decoder reads straight from the bytes (``_exchange``), and the
+  loop that reads until the codec has an event (``_next_event``) over each
+  client's own ``_receive``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .commands import AgentCommands
-from .errors import AgentUnavailable, ProtocolError
-from .protocol import ErrorReply, QGAConnection, Reply, SyncReply
+from .errors import AgentUnavailable, ConnectionLost, ProtocolError
+from .protocol import NEED_DATA, Closed, ErrorReply, QGAConnection, Reply, SyncReply
 
 if TYPE_CHECKING:
     from .decoding import ReplyDecoder
@@ -46,12 +48,14 @@ SYNC_IDS = random.Random()
 class CodecTransport(AgentCommands):
     """The typed commands over :class:`QGAConnection` (the trio and the blocking client).
 
-    A subclass sets ``_conn`` and provides ``_exchange(command, arguments, decode)``:
-    send, and return the reply's value, decoded from the line by ``decode`` (None:
-    plain JSON), or raise its error.
+    A subclass sets ``_conn`` and ``name`` and provides ``_exchange(command, arguments,
+    decode)``: send, and return the reply's value, decoded from the line by ``decode``
+    (None: plain JSON), or raise its error; and ``_receive(command)``: the next bytes
+    from the peer (b"" at EOF), its own failures raised as gagent's errors.
     """
 
     _conn: QGAConnection
+    name: str
 
     @property
     def max_reply_size(self) -> int:  # type: ignore[override]
@@ -76,6 +80,25 @@ class CodecTransport(AgentCommands):
         decode: Callable[[bytes], Reply | ErrorReply] | None,
     ) -> Any:
         raise NotImplementedError
+
+    async def _receive(self, command: str) -> bytes | bytearray:
+        raise NotImplementedError
+
+    async def _next_event(self, command: str) -> Reply | ErrorReply | SyncReply:
+        """The codec's next event for ``command``'s reply, reading as needed; EOF first
+        is ConnectionLost."""
+        conn = self._conn
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                conn.receive_data(await self._receive(command))
+                continue
+            if isinstance(event, Closed):
+                raise ConnectionLost(
+                    f"{self.name}: the agent closed the connection before answering {command}",
+                    command=command,
+                )
+            return event  # type: ignore[return-value]
 
 
 async def resync(

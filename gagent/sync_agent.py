@@ -23,13 +23,10 @@ from .errors import ConnectionLost, GagentError, ProtocolError, error_from_reply
 from .exchange import SYNC_IDS, CodecTransport, connect_error, resync
 from .protocol import (
     DEFAULT_MAX_REPLY_SIZE,
-    NEED_DATA,
     NO_REPLY_COMMANDS,
-    Closed,
     ErrorReply,
     QGAConnection,
     Reply,
-    SyncReply,
 )
 from .sync_commands import SyncCommands
 
@@ -206,31 +203,19 @@ class BlockingAgent(CodecTransport):
                 f"{self.name}: could not send {command}: {exc}", command=command
             ) from exc
 
-    async def _next_event(self, command: str) -> Reply | ErrorReply | SyncReply:
-        conn = self._conn
-        while True:
-            event = conn.next_event()
-            if event is NEED_DATA:
-                try:
-                    self.sock.settimeout(self._remaining(command))
-                    data = self.sock.recv(_RECEIVE_SIZE)
-                except TimeoutError:
-                    raise AgentTimeout(
-                        f"{self.name}: no answer to {command} in time", self._reply_of(command)
-                    ) from None
-                except OSError as exc:
-                    raise ConnectionLost(
-                        f"{self.name}: connection lost waiting for the reply to {command}: {exc}",
-                        command=command,
-                    ) from exc
-                conn.receive_data(data)
-                continue
-            if isinstance(event, Closed):
-                raise ConnectionLost(
-                    f"{self.name}: the agent closed the connection before answering {command}",
-                    command=command,
-                )
-            return event  # type: ignore[return-value]
+    async def _receive(self, command: str) -> bytes:
+        try:
+            self.sock.settimeout(self._remaining(command))
+            return self.sock.recv(_RECEIVE_SIZE)
+        except TimeoutError:
+            raise AgentTimeout(
+                f"{self.name}: no answer to {command} in time", self._reply_of(command)
+            ) from None
+        except OSError as exc:
+            raise ConnectionLost(
+                f"{self.name}: connection lost waiting for the reply to {command}: {exc}",
+                command=command,
+            ) from exc
 
 
 def connect_unix(path: str | os.PathLike[str], timeout: float | None) -> socket.socket:
