@@ -12,6 +12,7 @@ README to each other).
 from __future__ import annotations
 
 import importlib
+import os
 import shlex
 import sys
 from gettext import gettext
@@ -34,7 +35,6 @@ from gagent.errors import (
 )
 from gagent.extras import missing_extra, needs_extra
 
-from . import completion  # noqa: F401  (registers its bash completion class: see its doc)
 from .addressing import usage_context
 from .common import CommandTimeout, Interrupted, say
 from .options import (
@@ -331,8 +331,16 @@ def _trio_too_slow() -> type[BaseException]:
     return _NeverRaised if trio is None else trio.TooSlowError
 
 
+#: The variable through which a shell asks click for completions (click's name for prog "gagent").
+COMPLETE_VAR = "_GAGENT_COMPLETE"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, map every error to a message and an exit code."""
+    if COMPLETE_VAR in os.environ:
+        # a shell asks for completions: gagent's bash class must be registered before
+        # click answers (not loaded on an ordinary run, which does not need it)
+        from . import completion  # noqa: F401
     try:
         try:
             result = cli.main(args=argv, prog_name="gagent", standalone_mode=False)

@@ -149,6 +149,7 @@ def test_offers_are_cut_to_the_word_bash_replaces(monkeypatch):
     """Completing ``x:y`` bash replaces ``y`` only: an offer ``x:yz`` goes back as ``yz``."""
     from click.shell_completion import CompletionItem, get_completion_class
 
+    import gagent.host.cli.completion  # noqa: F401  (registers the bash class, as main does)
     from gagent.host.cli import cli
 
     complete = get_completion_class("bash")(cli, {}, "gagent", "_GAGENT_COMPLETE")
