@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from gagent.errors import AgentUnavailable, UsageError
 
 from .channel import GAGENT_CHANNEL, LIBVIRT_AGENT_CHANNEL
+from .channel_names import channel_flag
 from .domxml import Channel, parse_channels
 from .virt_types import DomainState
 
@@ -139,7 +140,6 @@ def choose_route(
     """
     advice = advice or plain_advice(domain)
     named = ("--name", channel_name)
-    named_on_purpose = channel_name != GAGENT_CHANNEL
     if not state.is_active:
         raise AgentUnavailable(
             f"domain {domain} is {state.value}: its agent cannot answer",
@@ -181,7 +181,7 @@ def choose_route(
         if transport is Transport.AUTO:
             raise AgentUnavailable(
                 f"domain {domain} has no agent channel ({channel_name} or {LIBVIRT_AGENT_CHANNEL})",
-                hint=add_fix(advice, named if named_on_purpose else (), libvirt_channel=theirs),
+                hint=add_fix(advice, channel_flag(channel_name, "--name"), libvirt_channel=theirs),
             )
         raise AgentUnavailable(
             f"domain {domain} has no channel named {channel_name}",

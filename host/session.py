@@ -29,7 +29,7 @@ from gagent.commands import AgentCommands
 from gagent.errors import AgentTarget, AgentUnavailable
 
 from . import managed
-from .channel_names import GAGENT_CHANNEL
+from .channel_names import GAGENT_CHANNEL, channel_flag
 from .domxml import DomainFacts, parse_domain
 from .libvirt_agent import LibvirtAgent
 from .reach import AgentRoute, Transport, channel_fix, choose_route
@@ -122,15 +122,14 @@ class DomainSession:
         """The guest as its agent's errors name it: this domain on this connection, its
         thaw, and what gives gagent a way to its agent when libvirt's relay finds none
         (a channel add, or for a managed domain its manager's way)."""
-        named = () if channel == GAGENT_CHANNEL else ("--name", channel)
+        named = channel_flag(channel, "--name")
         add = "add a channel gagent can use: " + self.command("channel", "add", options=named)
         reach = channel_fix(self, add, libvirt_channel=None)
         return AgentTarget(self.name, self.uri, thaw=self.thaw_command(channel), reach=reach)
 
     def thaw_command(self, channel: str = GAGENT_CHANNEL) -> str:
         """How an operator thaws this domain by hand (through every agent it has)."""
-        options = () if channel == GAGENT_CHANNEL else ("--channel", channel)
-        return self.command("thaw", options=options)
+        return self.command("thaw", options=channel_flag(channel))
 
     # --------------------------------------------------------------- agent
 

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from gagent.commands import AgentCommands
+from gagent.host.channel_names import channel_flag
 
 from .common import Output, say
 from .completion import domain_argument
@@ -102,7 +103,8 @@ def fsfreeze_freeze(domain: str, mountpoints: tuple[str, ...], allow_nothing_fro
                 thaw_timeout=thaw_timeout, allow_nothing_frozen=allow_nothing_frozen,
                 domain=session.name, retry=session.thaw_command(channel),
             )  # fmt: skip
-            return session.name, _fsfreeze_thaw(session, channel), record
+            thaw_with = session.command("fsfreeze", "thaw", options=channel_flag(channel))
+            return session.name, thaw_with, record
 
     name, thaw_with, record = run_on_domain(run, domain, timeout)
     Output(as_json).emit(
@@ -296,14 +298,6 @@ def snapshot_delete(domain: str, name: str, metadata_only: bool, connect: str | 
     found, message = run_on_domain(lambda: _with_domain(connect, domain, delete), domain, timeout)
     value = {"domain": found, "name": name, "metadata_only": metadata_only, "message": message}
     Output(as_json).emit(value, lambda v: v["message"])
-
-
-def _fsfreeze_thaw(session: Any, channel: str) -> str:
-    """The 'gagent fsfreeze thaw' that ends a freeze made through ``channel``."""
-    from gagent.host.channel_names import GAGENT_CHANNEL
-
-    options = () if channel == GAGENT_CHANNEL else ("--channel", channel)
-    return session.command("fsfreeze", "thaw", options=options)
 
 
 async def _with_domain(connect: str | None, ref: str, func: Callable[[Any], Awaitable[T]]) -> T:
