@@ -344,16 +344,9 @@ def test_version(capsys):
 
 
 @pytest.fixture
-def silent_libvirtd(tmp_path):
-    """A unix socket that accepts libvirt's connection and never answers (a hung libvirtd)."""
-    path = tmp_path / "libvirt-sock"
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(str(path))
-    server.listen(16)
-    try:
-        yield f"qemu+unix:///system?socket={path}"
-    finally:
-        server.close()
+def silent_libvirtd(silent_unix_socket):
+    """A libvirt URI whose socket accepts the connection and never answers (a hung libvirtd)."""
+    return f"qemu+unix:///system?socket={silent_unix_socket}"
 
 
 @pytest.mark.parametrize(
