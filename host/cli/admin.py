@@ -27,7 +27,7 @@ from gagent.errors import AgentError, UsageError
 from . import agent_files as _registers_exec_and_copies  # noqa: F401
 from .agent import AgentOptions, agent_group, pass_options
 from .common import say
-from .options import Seconds
+from .options import Seconds, accept_after
 from .render import format_table, human_bytes
 
 if TYPE_CHECKING:
@@ -317,22 +317,8 @@ _AFTER = [
 ]  # fmt: skip
 
 
-def _accept_group_options_after(group: click.Group) -> None:
-    """``gagent agent vm1 info --json -c URI --timeout 5`` as ``gagent agent vm1 --json -c URI
-    --timeout 5 info``: every command of the group takes them (but exec, whose words after
-    the program are its own, and which has its own --json before ARGV)."""
-    for name, command in group.commands.items():
-        if isinstance(command, click.Group):
-            _accept_group_options_after(command)
-            continue
-        if name == "exec":
-            continue
-        taken = {flag for p in command.params if isinstance(p, click.Option) for flag in p.opts}
-        for names, attrs, callback in _AFTER:
-            if not taken & {n for n in names if n.startswith("-")}:  # its own option wins
-                command.params.append(
-                    click.Option(names, expose_value=False, callback=callback, **attrs)
-                )
-
-
-_accept_group_options_after(agent_group)
+# ``gagent agent vm1 info --json -c URI --timeout 5`` as ``gagent agent vm1 --json -c URI
+# --timeout 5 info``: every command of the group takes them (but exec, whose words after
+# the program are its own, and which has its own --json before ARGV).
+for _names, _attrs, _callback in _AFTER:
+    accept_after(agent_group, _names, _callback, leaves_only=True, skip=("exec",), **_attrs)

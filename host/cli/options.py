@@ -30,8 +30,16 @@ if TYPE_CHECKING:
     from gagent.commands import AgentCommands
 
 __all__ = [
-    "COMMAND_ARGS", "CONNECT_HELP", "GlobalOptions", "apply_global_options", "channel_option",
-    "connect_option", "global_options", "json_option", "log_traffic",
+    "COMMAND_ARGS",
+    "CONNECT_HELP",
+    "GlobalOptions",
+    "accept_after",
+    "apply_global_options",
+    "channel_option",
+    "connect_option",
+    "global_options",
+    "json_option",
+    "log_traffic",
 ]  # fmt: skip
 
 #: The logger of the agent traffic (``-vv``).
@@ -114,21 +122,34 @@ VERBOSE_HELP = (
 )
 
 
+def accept_after(
+    command: click.Command,
+    names: list[str],
+    callback: Any,
+    *,
+    leaves_only: bool = False,
+    skip: tuple[str, ...] = (),
+    **attrs: Any,
+) -> None:
+    """``command`` and every command under it (but those named in ``skip``; groups too
+    unless ``leaves_only``) also take the option ``names`` after their name; ``callback``
+    puts its value where the same option before the command would have.  A command with
+    an option of those flags of its own keeps it."""
+    flags = {name for name in names if name.startswith("-")}
+    subs = getattr(command, "commands", {})
+    taken = {flag for p in command.params if isinstance(p, click.Option) for flag in p.opts}
+    if not (subs and leaves_only) and not taken & flags:
+        command.params.append(click.Option(names, expose_value=False, callback=callback, **attrs))
+    for name, sub in subs.items():
+        if name not in skip:
+            accept_after(sub, names, callback, leaves_only=leaves_only, skip=skip, **attrs)
+
+
 def accept_verbose_after(command: click.Command) -> None:
     """``gagent status vm1 -v`` as ``gagent -v status vm1``: ``command`` and every command
     under it take -v/--verbose too (counted with those before the command)."""
-    if not any("--verbose" in getattr(p, "opts", ()) for p in command.params):
-        command.params.append(
-            click.Option(
-                ["-v", "--verbose", "verbose_after"],
-                count=True,
-                expose_value=False,
-                callback=_verbose_after,
-                help=VERBOSE_HELP,
-            )
-        )
-    for sub in getattr(command, "commands", {}).values():
-        accept_verbose_after(sub)
+    names = ["-v", "--verbose", "verbose_after"]
+    accept_after(command, names, _verbose_after, count=True, help=VERBOSE_HELP)
 
 
 def _verbose_after(ctx: click.Context, param: click.Parameter, value: int) -> None:
